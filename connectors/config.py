@@ -1,0 +1,114 @@
+"""All configuration, from environment variables, validated once at start-up with clear errors.
+
+Every setting is documented in the README's configuration table; the field names below are the environment
+variable names in lower case.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["ConfigError", "Settings", "settings"]
+
+
+class ConfigError(RuntimeError):
+    """Configuration that cannot work, with every problem listed."""
+
+
+class Settings(BaseSettings):
+    """Pipeline configuration (environment variables, case-insensitive)."""
+
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+
+    # -- Kafka -----------------------------------------------------------------------------------------------
+    kafka_brokers: str = Field("127.0.0.1:9092", description="Comma-separated bootstrap servers.")
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: str | None = None
+    kafka_ssl_ca_location: str | None = None
+    schema_registry_url: str | None = Field(
+        None, description="Confluent Schema Registry URL; unset = registry-free Avro single-object encoding."
+    )
+    topic_partitions: str = Field(
+        "default=4,raw=8", description="Partitions per topic when the pipeline creates topics: name=count,..."
+    )
+    topic_replication: int = Field(1, ge=1)
+    raw_topic: str = "raw"
+    dead_letter_topic: str = "dead_letter"
+    consumer_batch_size: int = Field(1000, ge=1)
+
+    # -- normalize -------------------------------------------------------------------------------------------
+    book_snapshot_interval_s: float = Field(
+        60.0,
+        ge=0,
+        description="Re-publish full books every N seconds of event time (0 = venue snapshots only).",
+    )
+
+    @field_validator("kafka_brokers")
+    @classmethod
+    def _brokers(cls, value: str) -> str:
+        brokers = [b.strip() for b in value.split(",") if b.strip()]
+        if not brokers:
+            raise ValueError("KAFKA_BROKERS is empty")
+        for broker in brokers:
+            host, _, port = broker.rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"KAFKA_BROKERS entry {broker!r} is not host:port")
+        return ",".join(brokers)
+
+    @field_validator("topic_partitions")
+    @classmethod
+    def _partitions(cls, value: str) -> str:
+        for item in value.split(","):
+            name, sep, count = item.strip().partition("=")
+            if not sep or not name or not count.isdigit() or int(count) < 1:
+                raise ValueError(f"TOPIC_PARTITIONS entry {item!r} is not name=positive-count")
+        return value
+
+    @field_validator("schema_registry_url")
+    @classmethod
+    def _registry(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError(f"SCHEMA_REGISTRY_URL {value!r} must start with http:// or https://")
+        return value or None
+
+    @property
+    def brokers(self) -> list[str]:
+        return self.kafka_brokers.split(",")
+
+    def partitions_for(self, topic: str) -> int:
+        table = dict(item.strip().split("=") for item in self.topic_partitions.split(","))
+        return int(table.get(topic, table.get("default", "4")))
+
+    def kafka_client_config(self) -> dict[str, str]:
+        """librdkafka settings shared by producers, consumers and the admin client."""
+        config: dict[str, str] = {
+            "bootstrap.servers": self.kafka_brokers,
+            "security.protocol": self.kafka_security_protocol,
+        }
+        if self.kafka_sasl_mechanism:
+            config["sasl.mechanism"] = self.kafka_sasl_mechanism
+        if self.kafka_sasl_username:
+            config["sasl.username"] = self.kafka_sasl_username
+        if self.kafka_sasl_password:
+            config["sasl.password"] = self.kafka_sasl_password
+        if self.kafka_ssl_ca_location:
+            config["ssl.ca.location"] = self.kafka_ssl_ca_location
+        return config
+
+
+@cache
+def settings() -> Settings:
+    """The process's settings; raises ConfigError listing every invalid variable."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']).upper() or 'config'}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"invalid configuration: {problems}") from None

@@ -1,0 +1,281 @@
+"""A local order book per instrument, and the rules for publishing it to the ``lob`` topic.
+
+`LocalBook` holds price levels in sorted order (best first on each side) and, for venues whose checksums are
+computed over the venue's own text (OKX, Kraken), the original price and size strings.
+
+`BookPublisher` owns one `LocalBook` and turns venue events into ``lob`` records:
+
+* ``snapshot``: the whole book (venue snapshot, or a periodic re-publication every ``snapshot_interval_us`` of
+  event time so a reader can start anywhere without replaying from the first venue snapshot);
+* ``update``: the levels that changed, in the order applied, size 0 meaning removed (levels dropped by depth
+  truncation are included, so a replay reproduces the same book);
+* ``resync``: the book is known bad (gap, checksum mismatch, reconnect); nothing more is published until the
+  next venue snapshot.
+
+A change whose checksum does not match is never published: the book is invalidated and a ``resync`` goes out
+instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from operator import neg
+from typing import Any
+
+from sortedcontainers import SortedDict
+
+from operators.records import Output, RecordFactory
+
+__all__ = ["ASK", "BID", "BookPublisher", "LocalBook"]
+
+BID = 0
+ASK = 1
+
+#: (price, size, price_text, size_text) with texts None unless the book keeps text.
+Level = tuple[float, float, str | None, str | None]
+
+
+class LocalBook:
+    """Price levels of one instrument, best first on each side."""
+
+    __slots__ = ("_sides", "_text", "depth")
+
+    def __init__(self, keep_text: bool = False, depth: int | None = None) -> None:
+        self._sides: tuple[SortedDict, SortedDict] = (SortedDict(neg), SortedDict())
+        self._text: tuple[dict[float, tuple[str, str]], dict[float, tuple[str, str]]] | None = (
+            ({}, {}) if keep_text else None
+        )
+        self.depth = depth
+
+    def clear(self) -> None:
+        for side in self._sides:
+            side.clear()
+        if self._text is not None:
+            for text in self._text:
+                text.clear()
+
+    def set(
+        self,
+        side: int,
+        price: float,
+        size: float,
+        price_text: str | None = None,
+        size_text: str | None = None,
+    ) -> None:
+        """Set a level; size 0 removes it."""
+        levels = self._sides[side]
+        if size == 0.0:
+            levels.pop(price, None)
+            if self._text is not None:
+                self._text[side].pop(price, None)
+        else:
+            levels[price] = size
+            if self._text is not None:
+                self._text[side][price] = (price_text or repr(price), size_text or repr(size))
+
+    def truncate(self) -> list[tuple[int, float]]:
+        """Drop levels beyond ``depth`` on each side; returns the (side, price) pairs dropped."""
+        dropped: list[tuple[int, float]] = []
+        if self.depth is None:
+            return dropped
+        for side, levels in enumerate(self._sides):
+            while len(levels) > self.depth:
+                price, _ = levels.popitem(-1)
+                if self._text is not None:
+                    self._text[side].pop(price, None)
+                dropped.append((side, price))
+        return dropped
+
+    def size(self, side: int, price: float) -> float:
+        size: float = self._sides[side].get(price, 0.0)
+        return size
+
+    def __len__(self) -> int:
+        return len(self._sides[0]) + len(self._sides[1])
+
+    def count(self, side: int) -> int:
+        return len(self._sides[side])
+
+    def best(self, side: int) -> tuple[float, float] | None:
+        levels = self._sides[side]
+        if not levels:
+            return None
+        price, size = levels.peekitem(0)
+        return price, size
+
+    def top(self, side: int, n: int) -> list[Level]:
+        """The best ``n`` levels of a side with their venue texts (None when not kept)."""
+        levels = self._sides[side]
+        text = self._text[side] if self._text is not None else None
+        out: list[Level] = []
+        for price in levels.islice(0, n):
+            if text is not None:
+                ptxt, stxt = text[price]
+                out.append((price, levels[price], ptxt, stxt))
+            else:
+                out.append((price, levels[price], None, None))
+        return out
+
+    def arrays(self, side: int) -> tuple[list[float], list[float]]:
+        """All levels of a side as parallel price and size lists, best first."""
+        levels = self._sides[side]
+        return list(levels.keys()), list(levels.values())
+
+    def __getstate__(self) -> tuple[Any, ...]:
+        return (
+            list(self._sides[0].items()),
+            list(self._sides[1].items()),
+            self._text,
+            self.depth,
+        )
+
+    def __setstate__(self, state: tuple[Any, ...]) -> None:
+        bids, asks, text, depth = state
+        self._sides = (SortedDict(neg, bids), SortedDict(asks))
+        self._text = text
+        self.depth = depth
+
+
+class BookPublisher:
+    """Applies venue book events to a `LocalBook` and emits ``lob`` records under the resync discipline."""
+
+    __slots__ = (
+        "_asks_changed",
+        "_bids_changed",
+        "_last_snapshot_ts",
+        "book",
+        "factory",
+        "sequence",
+        "snapshot_interval_us",
+        "valid",
+    )
+
+    def __init__(
+        self,
+        factory: RecordFactory,
+        snapshot_interval_us: int,
+        keep_text: bool = False,
+        depth: int | None = None,
+    ) -> None:
+        self.factory = factory
+        self.book = LocalBook(keep_text=keep_text, depth=depth)
+        self.valid = False
+        self.sequence: int | None = None
+        self.snapshot_interval_us = snapshot_interval_us
+        self._last_snapshot_ts = 0
+        self._bids_changed: tuple[list[float], list[float]] = ([], [])
+        self._asks_changed: tuple[list[float], list[float]] = ([], [])
+
+    # -- snapshots -------------------------------------------------------------------------------------------
+    def load_snapshot(
+        self,
+        bids: Iterable[tuple[float, float, str | None, str | None]],
+        asks: Iterable[tuple[float, float, str | None, str | None]],
+    ) -> None:
+        """Replace the book's content (call `publish_snapshot` afterwards, possibly after a checksum check)."""
+        book = self.book
+        book.clear()
+        for price, size, ptxt, stxt in bids:
+            if size:
+                book.set(BID, price, size, ptxt, stxt)
+        for price, size, ptxt, stxt in asks:
+            if size:
+                book.set(ASK, price, size, ptxt, stxt)
+        book.truncate()
+        self._reset_changes()
+
+    def publish_snapshot(
+        self,
+        event_ts: int,
+        receipt_ts: int,
+        sequence: int | None,
+        checksum: int | None = None,
+        reason: str = "venue",
+    ) -> list[Output]:
+        self.valid = True
+        self.sequence = sequence
+        self._last_snapshot_ts = event_ts
+        return [self._snapshot_record(event_ts, receipt_ts, checksum, reason)]
+
+    def _snapshot_record(self, event_ts: int, receipt_ts: int, checksum: int | None, reason: str) -> Output:
+        bid_price, bid_size = self.book.arrays(BID)
+        ask_price, ask_size = self.book.arrays(ASK)
+        return self.factory.book(
+            "snapshot",
+            event_ts,
+            receipt_ts,
+            self.sequence,
+            bid_price,
+            bid_size,
+            ask_price,
+            ask_size,
+            checksum,
+            reason,
+        )
+
+    # -- updates ---------------------------------------------------------------------------------------------
+    def _reset_changes(self) -> None:
+        self._bids_changed = ([], [])
+        self._asks_changed = ([], [])
+
+    def change(
+        self,
+        side: int,
+        price: float,
+        size: float,
+        price_text: str | None = None,
+        size_text: str | None = None,
+    ) -> None:
+        """Apply one level change of the update being built."""
+        self.book.set(side, price, size, price_text, size_text)
+        prices, sizes = self._bids_changed if side == BID else self._asks_changed
+        prices.append(price)
+        sizes.append(size)
+
+    def commit(
+        self,
+        event_ts: int,
+        receipt_ts: int,
+        sequence: int | None,
+        checksum: int | None = None,
+        verify: Callable[[LocalBook], bool] | None = None,
+    ) -> list[Output]:
+        """Finish the update: truncate to depth, verify, and emit it (or a resync when verification fails)."""
+        for side, price in self.book.truncate():
+            prices, sizes = self._bids_changed if side == BID else self._asks_changed
+            prices.append(price)
+            sizes.append(0.0)
+        if verify is not None and not verify(self.book):
+            self._reset_changes()
+            return self.resync(
+                event_ts,
+                receipt_ts,
+                f"checksum mismatch after sequence {sequence}" if sequence is not None else "checksum mismatch",
+            )
+        self.sequence = sequence
+        bids, asks = self._bids_changed, self._asks_changed
+        self._reset_changes()
+        out = [
+            self.factory.book(
+                "update", event_ts, receipt_ts, sequence, bids[0], bids[1], asks[0], asks[1], checksum, None
+            )
+        ]
+        if self.snapshot_interval_us and event_ts - self._last_snapshot_ts >= self.snapshot_interval_us:
+            self._last_snapshot_ts = event_ts
+            out.append(self._snapshot_record(event_ts, receipt_ts, checksum, "periodic"))
+        return out
+
+    def discard(self) -> None:
+        """Forget a partially built update (the book itself must then be treated as bad)."""
+        self._reset_changes()
+
+    # -- resync ----------------------------------------------------------------------------------------------
+    def resync(self, event_ts: int, receipt_ts: int, reason: str) -> list[Output]:
+        """Invalidate the book; emits one resync record unless the book is already invalid."""
+        self._reset_changes()
+        self.book.clear()
+        if not self.valid:
+            return []
+        self.valid = False
+        self.sequence = None
+        return [self.factory.book("resync", event_ts, receipt_ts, None, [], [], [], [], None, reason)]

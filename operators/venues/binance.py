@@ -1,0 +1,288 @@
+"""Binance spot websocket streams (also Binance.US, same protocol).
+
+Channels: ``<s>@depth`` / ``@depth@100ms`` diff books bridged to the REST ``/api/v3/depth`` snapshot's
+``lastUpdateId`` (drop ``u <= L``, the first applied diff has ``U <= L+1 <= u``, then ``U == previous u + 1``),
+partial books ``@depthN``, ``@aggTrade``, ``@trade``, ``@bookTicker``, ``@kline_<i>``. Combined-stream frames
+(``{"stream":..,"data":..}``) and raw-stream frames are both understood.
+
+Diffs that arrive before the snapshot (the collector fetches it after the first diff, as Binance prescribes)
+are buffered and replayed against it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+import orjson
+
+from operators.book import ASK, BID
+from operators.records import Output
+from operators.symbols import Instrument, split_concatenated, spot
+from operators.timeparse import ms_to_us
+from operators.venues.base import BadFrame, Framer, InstrumentNormalizer, NormalizerSettings, Venue
+from schemas.raw import REST, RawEnvelope
+
+__all__ = ["VENUES", "BinanceFramer", "BinanceNormalizer"]
+
+_COMBINED = re.compile(r'^\{"stream":"([^"@]+)@([^"]+)"')
+_PARTIAL_DEPTH = re.compile(r"^depth(5|10|20)(@|$)")
+
+
+class BinanceFramer(Framer):
+    """Attributes Binance frames to instruments by stream name (or the ``s`` field of raw streams)."""
+
+    def __init__(self, exchange: str) -> None:
+        super().__init__(exchange)
+        self.table: dict[str, Instrument] = {}
+
+    # -- symbols ---------------------------------------------------------------------------------------------
+    def symbol_from_info(self, info: dict[str, Any]) -> str:
+        return spot(info["baseAsset"], info["quoteAsset"])
+
+    def symbol_from_name(self, venue_symbol: str) -> str:
+        base, quote = split_concatenated(venue_symbol)
+        return spot(base, quote)
+
+    def instrument(self, venue_symbol: str) -> Instrument:
+        inst = self.table.get(venue_symbol)
+        if inst is None:
+            inst = Instrument(self.exchange, self.symbol_from_name(venue_symbol), venue_symbol)
+            self.table[venue_symbol] = inst
+        return inst
+
+    def learn(self, exchange_info: dict[str, Any]) -> None:
+        for info in exchange_info.get("symbols", []):
+            try:
+                symbol = self.symbol_from_info(info)
+            except (KeyError, ValueError):
+                continue
+            self.table[info["symbol"]] = Instrument(self.exchange, symbol, info["symbol"])
+
+    # -- events ----------------------------------------------------------------------------------------------
+    def on_recv(self, conn: str, text: str, ts: int) -> list[RawEnvelope]:
+        match = _COMBINED.match(text)
+        if match is not None:
+            venue_symbol, channel = match.group(1).upper(), match.group(2)
+        else:
+            try:
+                msg = orjson.loads(text)
+            except orjson.JSONDecodeError:
+                return []
+            if not isinstance(msg, dict):
+                return []
+            if "stream" in msg and "@" in msg["stream"]:
+                name, _, channel = msg["stream"].partition("@")
+                venue_symbol = name.upper()
+            elif "s" in msg:
+                venue_symbol = msg["s"]
+                channel = msg.get("e", "bookTicker")
+            else:
+                return []  # subscription acks and other connection-level replies
+        return [self.envelope(self.instrument(venue_symbol), channel, conn, text, ts)]
+
+    def on_http(self, url: str | None, text: str, ts: int) -> list[RawEnvelope]:
+        path = urlparse(url).path if url else ""
+        if path.endswith("exchangeInfo"):
+            with contextlib.suppress(orjson.JSONDecodeError):
+                self.learn(orjson.loads(text))
+            return []
+        if path.endswith("/depth") or (url is None and text.startswith('{"lastUpdateId"')):
+            inst = self._rest_instrument(url)
+            return [self.envelope(inst, "depth_snapshot", None, text, ts, kind=REST, url=url)]
+        if path.endswith("openInterest"):
+            inst = self._rest_instrument(url)
+            return [self.envelope(inst, "open_interest", None, text, ts, kind=REST, url=url)]
+        return []
+
+    def _rest_instrument(self, url: str | None) -> Instrument:
+        if url:
+            symbols = parse_qs(urlparse(url).query).get("symbol")
+            if symbols:
+                return self.instrument(symbols[0].upper())
+        seen = {inst.venue_symbol: inst for conn in self.conn_urls for inst in self.instruments_on(conn)}
+        if len(seen) == 1:
+            return next(iter(seen.values()))
+        raise ValueError(f"cannot tell which instrument a REST response without a symbol belongs to: {url}")
+
+
+class BinanceNormalizer(InstrumentNormalizer):
+    """One Binance spot instrument: trades, diff book, partial book, best bid/offer, candles."""
+
+    def __init__(self, instrument: Instrument, settings: NormalizerSettings) -> None:
+        super().__init__(instrument, settings)
+        self.book = self.new_book()
+        #: lastUpdateId / u of the book state; None until a snapshot arrives (and after a gap).
+        self.last_update_id: int | None = None
+        self.bridged = False
+        self.pending: list[tuple[int, dict[str, Any]]] = []
+
+    def books(self) -> list[Any]:
+        return [self.book]
+
+    # -- sequence rules (USD-M and COIN-M futures override) --------------------------------------------------
+    def is_stale(self, delta: dict[str, Any], last: int) -> bool:
+        u: int = delta["u"]
+        return u <= last
+
+    def bridges(self, delta: dict[str, Any], last: int) -> bool:
+        U: int = delta["U"]
+        u: int = delta["u"]
+        return U <= last + 1 <= u
+
+    def continues(self, delta: dict[str, Any], last: int) -> bool:
+        U: int = delta["U"]
+        return last + 1 == U
+
+    def describe_gap(self, delta: dict[str, Any], last: int) -> str:
+        return f"gap: expected U={last + 1}, got U={delta['U']} u={delta['u']}"
+
+    # -- dispatch --------------------------------------------------------------------------------------------
+    def on_ws(self, env: RawEnvelope, msg: Any) -> list[Output]:
+        data = msg["data"] if "stream" in msg else msg
+        event = data.get("e")
+        if _PARTIAL_DEPTH.match(env.channel):
+            return self.on_partial_depth(env, data)
+        if event == "depthUpdate":
+            return self.on_depth(env, data)
+        if event == "aggTrade":
+            return [self.trade(env, data, str(data["a"]), data["a"])]
+        if event == "trade":
+            return [self.trade(env, data, str(data["t"]), data["t"])]
+        if event == "kline":
+            return [self.candle(env, data)]
+        if event == "bookTicker" or (event is None and "b" in data and "a" in data and "u" in data):
+            return [self.ticker(env, data)]
+        return self.on_other(env, data, event)
+
+    def on_other(self, env: RawEnvelope, data: dict[str, Any], event: Any) -> list[Output]:
+        raise BadFrame(f"unknown Binance event {event!r} on channel {env.channel}")
+
+    def on_rest(self, env: RawEnvelope, msg: Any) -> list[Output]:
+        if isinstance(msg, dict) and "lastUpdateId" in msg:
+            return self.on_snapshot(env, msg)
+        if isinstance(msg, dict) and "openInterest" in msg:
+            event_ts = ms_to_us(msg["time"]) if "time" in msg else env.receipt_ts
+            return [self.out.open_interest(event_ts, env.receipt_ts, open_interest=float(msg["openInterest"]))]
+        if isinstance(msg, dict) and "code" in msg and "msg" in msg:
+            raise BadFrame(f"Binance REST error {msg['code']}: {msg['msg']}", "venue_error")
+        return super().on_rest(env, msg)
+
+    # -- channels --------------------------------------------------------------------------------------------
+    def trade(self, env: RawEnvelope, data: dict[str, Any], trade_id: str, sequence: int) -> Output:
+        return self.out.trade(
+            ms_to_us(data["T"]),
+            env.receipt_ts,
+            trade_id,
+            float(data["p"]),
+            float(data["q"]),
+            "sell" if data["m"] else "buy",
+            sequence,
+        )
+
+    def ticker(self, env: RawEnvelope, data: dict[str, Any]) -> Output:
+        event_ts = ms_to_us(data["E"]) if "E" in data else env.receipt_ts
+        return self.out.ticker(
+            event_ts,
+            env.receipt_ts,
+            bid_price=float(data["b"]),
+            bid_size=float(data["B"]),
+            ask_price=float(data["a"]),
+            ask_size=float(data["A"]),
+            sequence=data.get("u"),
+        )
+
+    def candle(self, env: RawEnvelope, data: dict[str, Any]) -> Output:
+        k = data["k"]
+        return self.out.candle(
+            ms_to_us(data["E"]),
+            env.receipt_ts,
+            interval=k["i"],
+            start_ts=ms_to_us(k["t"]),
+            end_ts=ms_to_us(k["T"] + 1),
+            open_=float(k["o"]),
+            high=float(k["h"]),
+            low=float(k["l"]),
+            close=float(k["c"]),
+            volume=float(k["v"]),
+            quote_volume=float(k["q"]),
+            trades=int(k["n"]),
+            closed=bool(k["x"]),
+        )
+
+    # -- book ------------------------------------------------------------------------------------------------
+    def on_snapshot(self, env: RawEnvelope, msg: dict[str, Any]) -> list[Output]:
+        last = int(msg["lastUpdateId"])
+        event_ts = ms_to_us(msg["E"]) if "E" in msg else env.receipt_ts
+        self.book.load_snapshot(
+            ((float(p), float(q), None, None) for p, q, *_ in msg["bids"]),
+            ((float(p), float(q), None, None) for p, q, *_ in msg["asks"]),
+        )
+        out = self.book.publish_snapshot(event_ts, env.receipt_ts, last)
+        self.last_update_id = last
+        self.bridged = False
+        pending, self.pending = self.pending, []
+        for receipt_ts, delta in pending:
+            out.extend(self.apply_delta(receipt_ts, delta))
+        return out
+
+    def on_depth(self, env: RawEnvelope, delta: dict[str, Any]) -> list[Output]:
+        if self.last_update_id is None:
+            self.pending.append((env.receipt_ts, delta))
+            if len(self.pending) > self.settings.max_buffered_deltas:
+                del self.pending[0]
+            return []
+        return self.apply_delta(env.receipt_ts, delta)
+
+    def apply_delta(self, receipt_ts: int, delta: dict[str, Any]) -> list[Output]:
+        last = self.last_update_id
+        if last is None:
+            self.pending.append((receipt_ts, delta))
+            return []
+        event_ts = ms_to_us(delta["E"])
+        if not self.bridged:
+            if self.is_stale(delta, last):
+                return []
+            if not self.bridges(delta, last):
+                return self.gap(
+                    event_ts,
+                    receipt_ts,
+                    f"snapshot lastUpdateId={last} does not bridge to U={delta['U']} u={delta['u']}",
+                )
+            self.bridged = True
+        elif not self.continues(delta, last):
+            return self.gap(event_ts, receipt_ts, self.describe_gap(delta, last))
+        book = self.book
+        for price, size, *_ in delta["b"]:
+            book.change(BID, float(price), float(size))
+        for price, size, *_ in delta["a"]:
+            book.change(ASK, float(price), float(size))
+        self.last_update_id = delta["u"]
+        return book.commit(event_ts, receipt_ts, delta["u"])
+
+    def gap(self, event_ts: int, receipt_ts: int, reason: str) -> list[Output]:
+        """Invalidate the book and wait for the next REST snapshot."""
+        self.last_update_id = None
+        self.bridged = False
+        return self.book.resync(event_ts, receipt_ts, reason)
+
+    def on_partial_depth(self, env: RawEnvelope, data: dict[str, Any]) -> list[Output]:
+        bids = data.get("bids", data.get("b"))
+        asks = data.get("asks", data.get("a"))
+        if bids is None or asks is None:
+            raise BadFrame(f"partial depth frame without bids/asks on {env.channel}")
+        event_ts = ms_to_us(data["E"]) if "E" in data else env.receipt_ts
+        sequence = data.get("lastUpdateId", data.get("u"))
+        self.book.load_snapshot(
+            ((float(p), float(q), None, None) for p, q, *_ in bids),
+            ((float(p), float(q), None, None) for p, q, *_ in asks),
+        )
+        return self.book.publish_snapshot(event_ts, env.receipt_ts, sequence)
+
+
+VENUES = [
+    Venue("binance", ("BINANCE",), BinanceFramer, BinanceNormalizer, "Binance spot"),
+    Venue("binance_us", ("BINANCE_US",), BinanceFramer, BinanceNormalizer, "Binance.US spot"),
+]

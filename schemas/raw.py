@@ -1,0 +1,110 @@
+"""The ``raw`` topic contract: a JSON envelope around one original venue frame.
+
+Key: ``"<exchange>:<symbol>"`` with the normalized symbol, so every message of one instrument lands in one
+partition, in order, and spot and perpetual instruments sharing a venue symbol (Bybit ``BTCUSDT``) never mix.
+
+Value: a JSON object
+
+=============  =====================================================================================
+field          meaning
+=============  =====================================================================================
+exchange       venue id (``binance``, ``coinbase``, ...)
+symbol         normalized symbol (``BTC.USDT``, ``BTC.USDT-PERP``)
+venue_symbol   the venue's own symbol
+channel        the venue channel the frame belongs to (``depth@100ms``, ``l2_data``, ``book-1000``, ...)
+kind           ``ws`` websocket frame, ``rest`` REST response (book snapshots), ``control`` collector event
+receipt_ts     receipt time, UTC microseconds (integer)
+conn           collector connection id the frame arrived on (null for ``rest``)
+url            request URL for ``rest``
+frame          the original frame text, byte for byte (base64 when ``binary`` is true)
+binary         true when the venue sent a binary frame
+=============  =====================================================================================
+
+``control`` envelopes carry collector knowledge the normalizer cannot see for itself: ``channel`` is
+``reconnect`` (the connection carrying this instrument was re-established, so any book must be rebuilt) or
+``sequence_gap`` (a connection-wide sequence, as on Coinbase and Bitfinex, skipped a number); ``frame`` is a
+JSON object with the details.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import orjson
+
+__all__ = ["CONTROL", "REST", "WS", "EnvelopeError", "RawEnvelope", "instrument_key"]
+
+WS: Literal["ws"] = "ws"
+REST: Literal["rest"] = "rest"
+CONTROL: Literal["control"] = "control"
+_KINDS = frozenset((WS, REST, CONTROL))
+_REQUIRED = ("exchange", "symbol", "venue_symbol", "channel", "kind", "receipt_ts", "frame")
+
+
+class EnvelopeError(ValueError):
+    """Bytes on the raw topic that are not a valid envelope."""
+
+
+def instrument_key(exchange: str, symbol: str) -> str:
+    """The Kafka key of an instrument on every topic."""
+    return f"{exchange}:{symbol}"
+
+
+@dataclass(frozen=True, slots=True)
+class RawEnvelope:
+    """One frame as it travels through the raw topic."""
+
+    exchange: str
+    symbol: str
+    venue_symbol: str
+    channel: str
+    kind: str
+    receipt_ts: int
+    frame: str
+    conn: str | None = None
+    url: str | None = None
+    binary: bool = False
+
+    @property
+    def key(self) -> str:
+        return instrument_key(self.exchange, self.symbol)
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self)
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> RawEnvelope:
+        """Parse and validate; raises EnvelopeError with the reason."""
+        try:
+            obj = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise EnvelopeError(f"raw value is not JSON: {exc}") from exc
+        if not isinstance(obj, dict):
+            raise EnvelopeError(f"raw value is a JSON {type(obj).__name__}, not an object")
+        return cls.from_dict(obj)
+
+    @classmethod
+    def from_dict(cls, obj: dict[str, Any]) -> RawEnvelope:
+        missing = [name for name in _REQUIRED if name not in obj]
+        if missing:
+            raise EnvelopeError(f"raw envelope lacks field(s) {', '.join(missing)}")
+        if obj["kind"] not in _KINDS:
+            raise EnvelopeError(f"raw envelope kind {obj['kind']!r} is not one of ws, rest, control")
+        if not isinstance(obj["receipt_ts"], int):
+            raise EnvelopeError("raw envelope receipt_ts must be an integer of UTC microseconds")
+        for name in ("exchange", "symbol", "venue_symbol", "channel", "frame"):
+            if not isinstance(obj[name], str):
+                raise EnvelopeError(f"raw envelope field {name} must be a string")
+        return cls(
+            exchange=obj["exchange"],
+            symbol=obj["symbol"],
+            venue_symbol=obj["venue_symbol"],
+            channel=obj["channel"],
+            kind=obj["kind"],
+            receipt_ts=obj["receipt_ts"],
+            frame=obj["frame"],
+            conn=obj.get("conn"),
+            url=obj.get("url"),
+            binary=bool(obj.get("binary", False)),
+        )
