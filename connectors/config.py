@@ -41,6 +41,13 @@ class Settings(BaseSettings):
     raw_topic: str = "raw"
     dead_letter_topic: str = "dead_letter"
     consumer_batch_size: int = Field(1000, ge=1)
+    kafka_stop_at_end: bool = Field(
+        False, description="Flows stop when they reach the end of their input topics (backfills, tests)."
+    )
+
+    # -- replay ----------------------------------------------------------------------------------------------
+    replay_captures: str | None = Field(None, description="Comma-separated capture files (globs) for flows.replay.")
+    replay_venue: str | None = Field(None, description="Venue of hftbacktest captures (cryptofeed ones name it).")
 
     # -- normalize -------------------------------------------------------------------------------------------
     book_snapshot_interval_s: float = Field(

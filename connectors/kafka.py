@@ -6,11 +6,14 @@ some brokers, Tansu among them, create it on the spot, so it proves nothing).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage, KafkaSource
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from connectors.config import Settings
@@ -22,10 +25,12 @@ from schemas.serde import SchemaError, codec_for
 __all__ = [
     "AvroEncoder",
     "TopicError",
-    "avro_sink",
+    "TopicRecord",
     "ensure_topics",
     "existing_topics",
+    "kafka_sink",
     "raw_source",
+    "read_topic",
 ]
 
 #: Producer settings for throughput with per-key order kept (idempotence keeps order across retries).
@@ -58,7 +63,8 @@ def ensure_topics(settings: Settings, topics: Iterable[str], timeout: float = 30
     have = existing_topics(settings)
     missing = [t for t in wanted if t not in have]
     if missing:
-        futures = admin(settings).create_topics(
+        client = admin(settings)  # must outlive the futures below
+        futures = client.create_topics(
             [NewTopic(t, settings.partitions_for(t), settings.topic_replication) for t in missing],
             operation_timeout=timeout,
         )
@@ -75,21 +81,21 @@ def ensure_topics(settings: Settings, topics: Iterable[str], timeout: float = 30
     return {t: have[t] for t in wanted}
 
 
-def raw_source(settings: Settings, topics: list[str], tail: bool = True) -> KafkaSource:
+def raw_source(settings: Settings, topics: list[str]) -> KafkaSource:
     """Bytewax KafkaSource over ``topics``; offsets live in Bytewax's recovery store, not a consumer group."""
     return KafkaSource(
         settings.brokers,
         topics,
-        tail=tail,
+        tail=not settings.kafka_stop_at_end,
         add_config=settings.kafka_client_config(),
         batch_size=settings.consumer_batch_size,
         raise_on_errors=False,
     )
 
 
-def avro_sink(settings: Settings) -> KafkaSink:
-    """KafkaSink that produces to the topic named by each message (at-least-once)."""
-    return KafkaSink(settings.brokers, None, add_config={**settings.kafka_client_config(), **PRODUCER_CONFIG})
+def kafka_sink(settings: Settings, topic: str | None = None) -> KafkaSink:
+    """KafkaSink (at-least-once) to ``topic``, or to the topic each message names when None."""
+    return KafkaSink(settings.brokers, topic, add_config={**settings.kafka_client_config(), **PRODUCER_CONFIG})
 
 
 class AvroEncoder:
@@ -128,3 +134,72 @@ class AvroEncoder:
                 headers=dead_letter_headers(record),
             )
         return KafkaSinkMessage(key=key.encode(), value=value, topic=topic)
+
+
+@dataclass(frozen=True, slots=True)
+class TopicRecord:
+    """One record read back from a topic."""
+
+    key: str | None
+    partition: int
+    offset: int
+    value: Any
+    headers: dict[str, bytes]
+
+
+def _topic_record(msg: Any, codec: Any) -> TopicRecord:
+    raw = msg.value() or b""
+    key = msg.key()
+    return TopicRecord(
+        key=key.decode() if key is not None else None,
+        partition=int(msg.partition()),
+        offset=int(msg.offset()),
+        value=codec.decode(raw) if codec is not None else raw,
+        headers=dict(msg.headers() or []),
+    )
+
+
+def read_topic(
+    settings: Settings, topic: str, decode: bool = True, timeout: float = 30.0, idle: float = 0.5
+) -> list[TopicRecord]:
+    """Every record currently in ``topic``, Avro-decoded unless ``decode`` is False.
+
+    Reads past the high watermarks until a poll of ``idle`` seconds brings nothing: some brokers (Tansu)
+    report the base offset of the last record batch as the high watermark, so it is a floor, not the end.
+    """
+    consumer = Consumer(
+        {
+            **settings.kafka_client_config(),
+            "group.id": "marketpipe-reader",
+            "enable.auto.commit": "false",
+            "enable.partition.eof": "false",
+        }
+    )
+    try:
+        metadata = consumer.list_topics(timeout=timeout)
+        if topic not in metadata.topics or metadata.topics[topic].error is not None:
+            raise TopicError(f"topic {topic} does not exist")
+        floors: dict[int, int] = {}
+        for partition in metadata.topics[topic].partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)
+            if high > low:
+                floors[partition] = high
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in floors])
+        schema_topic = "dead_letter" if topic == settings.dead_letter_topic else topic
+        codec = codec_for(schema_topic, settings.schema_registry_url) if decode else None
+        pending = set(floors)
+        out: list[TopicRecord] = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            batch = consumer.consume(10_000, idle)
+            for msg in batch:
+                if msg.error() is None:
+                    record = _topic_record(msg, codec)
+                    out.append(record)
+                    if record.offset + 1 >= floors[record.partition]:
+                        pending.discard(record.partition)
+            if not batch and not pending:
+                return out
+        raise TopicError(f"timed out reading {topic}: partitions {sorted(pending)} not read to their ends")
+    finally:
+        consumer.close()

@@ -23,7 +23,7 @@ from bytewax.dataflow import Dataflow
 
 from connectors.capture import CaptureSource, detect_venue, read_capture
 from connectors.config import Settings, settings
-from connectors.kafka import AvroEncoder, avro_sink, ensure_topics, raw_source
+from connectors.kafka import AvroEncoder, ensure_topics, kafka_sink, raw_source
 from operators.dead_letter import SourceRef, dead_letter
 from operators.normalize import FLOW, Item, logic_builder, parse_raw
 from operators.records import Output
@@ -68,7 +68,7 @@ def build(config: Settings) -> Dataflow:
     rejected = op.map("key_dead_letters", split.falses, _keyed_dead_letter)
     outputs = op.merge("all_outputs", normalized, rejected)
     messages = op.map("avro_encode", outputs, AvroEncoder(config, FLOW))
-    op.output("kafka_out", messages, avro_sink(config))
+    op.output("kafka_out", messages, kafka_sink(config))
     return flow
 
 
