@@ -73,6 +73,13 @@ class LocalBook:
             if self._text is not None:
                 self._text[side][price] = (price_text or repr(price), size_text or repr(size))
 
+    def load(self, side: int, levels: Iterable[tuple[float, float]]) -> None:
+        """Bulk-insert (price, size) levels into an empty side of a book that keeps no text (fast path)."""
+        self._sides[side].update((price, size) for price, size in levels if size)
+
+    def keeps_text(self) -> bool:
+        return self._text is not None
+
     def truncate(self) -> list[tuple[int, float]]:
         """Drop levels beyond ``depth`` on each side; returns the (side, price) pairs dropped."""
         dropped: list[tuple[int, float]] = []
@@ -142,6 +149,7 @@ class BookPublisher:
     __slots__ = (
         "_asks_changed",
         "_bids_changed",
+        "_dirty",
         "_last_snapshot_ts",
         "book",
         "factory",
@@ -163,8 +171,19 @@ class BookPublisher:
         self.sequence: int | None = None
         self.snapshot_interval_us = snapshot_interval_us
         self._last_snapshot_ts = 0
+        self._dirty = False
         self._bids_changed: tuple[list[float], list[float]] = ([], [])
         self._asks_changed: tuple[list[float], list[float]] = ([], [])
+
+    @property
+    def dirty(self) -> bool:
+        """True between a change to the book and its publication: a failure now leaves the book unknown."""
+        return self._dirty
+
+    @property
+    def has_changes(self) -> bool:
+        """True when an update is being built (levels changed since the last commit)."""
+        return bool(self._bids_changed[0] or self._asks_changed[0])
 
     # -- snapshots -------------------------------------------------------------------------------------------
     def load_snapshot(
@@ -174,13 +193,18 @@ class BookPublisher:
     ) -> None:
         """Replace the book's content (call `publish_snapshot` afterwards, possibly after a checksum check)."""
         book = self.book
+        self._dirty = True
         book.clear()
-        for price, size, ptxt, stxt in bids:
-            if size:
-                book.set(BID, price, size, ptxt, stxt)
-        for price, size, ptxt, stxt in asks:
-            if size:
-                book.set(ASK, price, size, ptxt, stxt)
+        if book.keeps_text():
+            for price, size, ptxt, stxt in bids:
+                if size:
+                    book.set(BID, price, size, ptxt, stxt)
+            for price, size, ptxt, stxt in asks:
+                if size:
+                    book.set(ASK, price, size, ptxt, stxt)
+        else:
+            book.load(BID, (level[:2] for level in bids))
+            book.load(ASK, (level[:2] for level in asks))
         book.truncate()
         self._reset_changes()
 
@@ -193,6 +217,7 @@ class BookPublisher:
         reason: str = "venue",
     ) -> list[Output]:
         self.valid = True
+        self._dirty = False
         self.sequence = sequence
         self._last_snapshot_ts = event_ts
         return [self._snapshot_record(event_ts, receipt_ts, checksum, reason)]
@@ -227,6 +252,7 @@ class BookPublisher:
         size_text: str | None = None,
     ) -> None:
         """Apply one level change of the update being built."""
+        self._dirty = True
         self.book.set(side, price, size, price_text, size_text)
         prices, sizes = self._bids_changed if side == BID else self._asks_changed
         prices.append(price)
@@ -240,7 +266,15 @@ class BookPublisher:
         checksum: int | None = None,
         verify: Callable[[LocalBook], bool] | None = None,
     ) -> list[Output]:
-        """Finish the update: truncate to depth, verify, and emit it (or a resync when verification fails)."""
+        """Finish the update: truncate to depth, verify, and emit it (or a resync when verification fails).
+
+        An invalid book publishes nothing: the changes are dropped until the next venue snapshot.
+        """
+        if not self.valid:
+            self._reset_changes()
+            self.book.clear()
+            self._dirty = False
+            return []
         for side, price in self.book.truncate():
             prices, sizes = self._bids_changed if side == BID else self._asks_changed
             prices.append(price)
@@ -253,6 +287,7 @@ class BookPublisher:
                 f"checksum mismatch after sequence {sequence}" if sequence is not None else "checksum mismatch",
             )
         self.sequence = sequence
+        self._dirty = False
         bids, asks = self._bids_changed, self._asks_changed
         self._reset_changes()
         out = [
@@ -265,14 +300,11 @@ class BookPublisher:
             out.append(self._snapshot_record(event_ts, receipt_ts, checksum, "periodic"))
         return out
 
-    def discard(self) -> None:
-        """Forget a partially built update (the book itself must then be treated as bad)."""
-        self._reset_changes()
-
     # -- resync ----------------------------------------------------------------------------------------------
     def resync(self, event_ts: int, receipt_ts: int, reason: str) -> list[Output]:
         """Invalidate the book; emits one resync record unless the book is already invalid."""
         self._reset_changes()
+        self._dirty = False
         self.book.clear()
         if not self.valid:
             return []

@@ -76,11 +76,13 @@ class NormalizeLogic(StatefulBatchLogic[Item, Output, bytes]):
             try:
                 out.extend(normalizer.process(env))
             except BadFrame as exc:
+                out.extend(exc.outputs)
                 out.append(self._dead(env, source, exc.reason, exc.error_type))
             except Exception as exc:  # a bug met on odd input must not stop the flow
                 LOG.exception("normalizer failed on %s %s", env.key, env.channel)
-                normalizer._abort_book_updates()
-                out.append(self._dead(env, source, f"internal error: {type(exc).__name__}: {exc}", "internal_error"))
+                reason = f"internal error: {type(exc).__name__}: {exc}"
+                out.extend(normalizer.abandon_books(env, reason))
+                out.append(self._dead(env, source, reason, "internal_error"))
         return out, StatefulBatchLogic.RETAIN
 
     @staticmethod

@@ -5,7 +5,8 @@
 * dated future: ``BTC.USD-20251226``
 * option: ``BTC.USD-20251226-100000-C``
 
-Venue currency codes are mapped to common ones (Kraken ``XBT`` -> ``BTC``, Bitfinex ``UST`` -> ``USDT``).
+Venue currency codes are mapped to common ones (Kraken ``XBT`` -> ``BTC``); codes whose meaning depends on the
+venue (Bitfinex ``UST`` is USDT, elsewhere UST was TerraUSD) are mapped in the venue's module.
 """
 
 from __future__ import annotations
@@ -71,6 +72,10 @@ KNOWN_QUOTES = tuple(
             "USDS",
             "GUSD",
             "RLUSD",
+            "USDE",
+            "USD1",
+            "MNT",
+            "BRZ",
         ),
         key=len,
         reverse=True,
@@ -151,7 +156,7 @@ def yymmdd_to_date(text: str) -> str:
     if _YYMMDD.match(text):
         return f"20{text}"
     match = _DMY.match(text.upper())
-    if match:
+    if match and match.group(2) in _MONTHS:
         day, month, year = match.groups()
         return f"20{year}{_MONTHS[month]:02d}{int(day):02d}"
     raise ValueError(f"not a contract date: {text!r}")

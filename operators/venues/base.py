@@ -12,8 +12,9 @@ A venue module provides two classes and registers them in a `Venue`:
   snapshots it for recovery).
 
 A frame the normalizer cannot use raises `BadFrame`; the flow turns it into a dead letter with the reason and
-carries on. When that happens in the middle of a book update, the book is resynced first, so a half-applied
-change is never published.
+carries on. When the bad frame was a book frame (a lost update) or failed half-way through changing a book,
+that book is resynced and the resync record travels with the dead letter, so a book is never published from a
+state known to be bad. A bad trade or ticker frame leaves the book alone.
 """
 
 from __future__ import annotations
@@ -44,10 +45,14 @@ __all__ = [
 class BadFrame(Exception):
     """A frame that cannot be normalized; it is dead-lettered with ``reason``."""
 
-    def __init__(self, reason: str, error_type: str = "unexpected_shape") -> None:
+    def __init__(self, reason: str, error_type: str = "unexpected_shape", book_intact: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.error_type = error_type
+        #: True when the frame was rejected before it could touch a book (e.g. a second book subscription).
+        self.book_intact = book_intact
+        #: Records to publish before the dead letter (resyncs of books the bad frame invalidated).
+        self.outputs: list[Output] = []
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +93,9 @@ class RecentTrades:
 class InstrumentNormalizer(ABC):
     """Turns one instrument's raw envelopes into standardized records. Subclasses implement `on_ws`."""
 
+    #: Prefixes of the envelope channels that carry book data: a bad frame on one is a lost book update.
+    book_channels: tuple[str, ...] = ()
+
     def __init__(self, instrument: Instrument, settings: NormalizerSettings) -> None:
         self.instrument = instrument
         self.settings = settings
@@ -98,17 +106,19 @@ class InstrumentNormalizer(ABC):
         """All records for one envelope. Raises BadFrame for unusable frames, after resyncing any book."""
         if env.kind == CONTROL:
             return self.on_control(env)
-        msg = self.decode(env)
         try:
+            msg = self.decode(env)
             if env.kind == REST:
                 return self.on_rest(env, msg)
             return self.on_ws(env, msg)
-        except BadFrame:
-            self._abort_book_updates()
+        except BadFrame as exc:
+            if not exc.book_intact:
+                exc.outputs = self.abandon_books(env, exc.reason)
             raise
         except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
-            self._abort_book_updates()
-            raise BadFrame(f"unexpected {env.channel} frame shape: {type(exc).__name__}: {exc}") from exc
+            bad = BadFrame(f"unexpected {env.channel} frame shape: {type(exc).__name__}: {exc}")
+            bad.outputs = self.abandon_books(env, bad.reason)
+            raise bad from exc
 
     def decode(self, env: RawEnvelope) -> Any:
         """Parse the frame. Venues with compressed binary frames override this."""
@@ -144,14 +154,14 @@ class InstrumentNormalizer(ABC):
             out.extend(book.resync(event_ts, receipt_ts, reason))
         return out
 
-    def _abort_book_updates(self) -> None:
+    def abandon_books(self, env: RawEnvelope, reason: str) -> list[Output]:
+        """After a frame failed: resync each book it lost an update of or left half-changed."""
+        book_frame = env.channel.startswith(self.book_channels)
+        out: list[Output] = []
         for book in self.books():
-            book.discard()
-            if book.valid:
-                # A partially applied change leaves the book in an unknown state: never publish from it.
-                book.book.clear()
-                book.valid = False
-                book.sequence = None
+            if book_frame or book.dirty:
+                out.extend(book.resync(env.receipt_ts, env.receipt_ts, f"bad book frame: {reason}"))
+        return out
 
 
 class Framer(ABC):

@@ -43,7 +43,11 @@ class BinanceFramer(Framer):
         return spot(info["baseAsset"], info["quoteAsset"])
 
     def symbol_from_name(self, venue_symbol: str) -> str:
-        base, quote = split_concatenated(venue_symbol)
+        """Without exchangeInfo: split by known quote; an unknown quote keeps the venue symbol."""
+        try:
+            base, quote = split_concatenated(venue_symbol)
+        except ValueError:
+            return venue_symbol
         return spot(base, quote)
 
     def instrument(self, venue_symbol: str) -> Instrument:
@@ -65,6 +69,8 @@ class BinanceFramer(Framer):
     def on_recv(self, conn: str, text: str, ts: int) -> list[RawEnvelope]:
         match = _COMBINED.match(text)
         if match is not None:
+            if match.group(1).startswith("!"):
+                return []  # all-market streams (!miniTicker@arr, ...) name no single instrument
             venue_symbol, channel = match.group(1).upper(), match.group(2)
         else:
             try:
@@ -110,6 +116,8 @@ class BinanceFramer(Framer):
 
 class BinanceNormalizer(InstrumentNormalizer):
     """One Binance spot instrument: trades, diff book, partial book, best bid/offer, candles."""
+
+    book_channels = ("depth",)
 
     def __init__(self, instrument: Instrument, settings: NormalizerSettings) -> None:
         super().__init__(instrument, settings)
@@ -229,7 +237,9 @@ class BinanceNormalizer(InstrumentNormalizer):
         return out
 
     def on_depth(self, env: RawEnvelope, delta: dict[str, Any]) -> list[Output]:
-        if self.last_update_id is None:
+        if self.last_update_id is None or not self.book.valid:
+            # No usable book (none yet, or resynced): hold diffs for the next REST snapshot to bridge.
+            self.last_update_id = None
             self.pending.append((env.receipt_ts, delta))
             if len(self.pending) > self.settings.max_buffered_deltas:
                 del self.pending[0]
@@ -249,7 +259,7 @@ class BinanceNormalizer(InstrumentNormalizer):
                 return self.gap(
                     event_ts,
                     receipt_ts,
-                    f"snapshot lastUpdateId={last} does not bridge to U={delta['U']} u={delta['u']}",
+                    f"gap: snapshot lastUpdateId={last} does not bridge to U={delta['U']} u={delta['u']}",
                 )
             self.bridged = True
         elif not self.continues(delta, last):

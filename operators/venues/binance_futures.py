@@ -162,9 +162,6 @@ class BinanceFuturesNormalizer(BinanceNormalizer):
     def describe_gap(self, delta: dict[str, Any], last: int) -> str:
         return f"gap: expected pu={last}, got pu={delta['pu']} (U={delta['U']} u={delta['u']})"
 
-    def gap(self, event_ts: int, receipt_ts: int, reason: str) -> list[Output]:
-        return super().gap(event_ts, receipt_ts, reason if reason.startswith("gap") else f"gap: {reason}")
-
     # -- futures channels ------------------------------------------------------------------------------------
     def on_other(self, env: RawEnvelope, data: dict[str, Any], event: Any) -> list[Output]:
         if event == "markPriceUpdate":

@@ -230,6 +230,8 @@ def _loads(text: str) -> Any:
 class BitfinexNormalizer(InstrumentNormalizer):
     """One Bitfinex trading pair: trades, book, ticker, candles, funding and open interest."""
 
+    book_channels = ("book",)
+
     def __init__(self, instrument: Instrument, settings: NormalizerSettings) -> None:
         super().__init__(instrument, settings)
         self.book = self.new_book()
@@ -359,11 +361,13 @@ class BitfinexNormalizer(InstrumentNormalizer):
         data = msg[1]
         base = env.channel.partition("+")[0]
         if base.startswith("book-R0"):
-            raise BadFrame("Bitfinex R0 raw books are not supported: subscribe P0 for the price-level book")
+            raise BadFrame(
+                "Bitfinex R0 raw books are not supported: subscribe P0 for the price-level book", book_intact=True
+            )
         if isinstance(data, list) and (not data or isinstance(data[0], list)):
             return self.on_snapshot(env, msg, base)
         if base != self.book_channel:
-            raise BadFrame(f"Bitfinex {base} frame but the book follows {self.book_channel}")
+            raise BadFrame(f"Bitfinex {base} frame but the book follows {self.book_channel}", book_intact=True)
         if not self.book.valid:
             return []
         if data == "cs":
@@ -386,7 +390,9 @@ class BitfinexNormalizer(InstrumentNormalizer):
 
     def on_snapshot(self, env: RawEnvelope, msg: list[Any], base: str) -> list[Output]:
         if self.book.valid and base != self.book_channel:
-            raise BadFrame(f"second Bitfinex book subscription {base}: the book follows {self.book_channel}")
+            raise BadFrame(
+                f"second Bitfinex book subscription {base}: the book follows {self.book_channel}", book_intact=True
+            )
         event_ts, sequence = self.event_time(env, msg)
         rows = msg[1]
         self.book.load_snapshot(

@@ -241,6 +241,8 @@ class BybitFramer(Framer):
 class BybitNormalizer(InstrumentNormalizer):
     """One Bybit instrument: book, trades, merged ticker (ticker, funding, open interest), candles, liquidations."""
 
+    book_channels = ("orderbook",)
+
     def __init__(self, instrument: Instrument, settings: NormalizerSettings) -> None:
         super().__init__(instrument, settings)
         self.book = self.new_book()

@@ -177,6 +177,8 @@ class CoinbaseFramer(Framer):
 class CoinbaseNormalizer(InstrumentNormalizer):
     """One Coinbase product: trades, level-2 book, ticker and 5-minute candles."""
 
+    book_channels = ("l2_data", "level2")
+
     def __init__(self, instrument: Instrument, settings: NormalizerSettings) -> None:
         super().__init__(instrument, settings)
         self.book = self.new_book()

@@ -185,24 +185,15 @@ class DeribitFramer(Framer):
 class DeribitNormalizer(InstrumentNormalizer):
     """One Deribit instrument: book, trades (with liquidations), ticker, quote, candles, perpetual funding."""
 
+    book_channels = ("book.",)
+
     def __init__(self, instrument: Instrument, settings: NormalizerSettings) -> None:
         super().__init__(instrument, settings)
         self.book = self.new_book()
         self.open_interest: float | None = None
-        #: Whether the frame being processed is a book frame (only those can leave a half-applied change).
-        self.in_book_frame = False
 
     def books(self) -> list[Any]:
         return [self.book]
-
-    def process(self, env: RawEnvelope) -> list[Output]:
-        self.in_book_frame = env.channel.startswith("book.")
-        return super().process(env)
-
-    def _abort_book_updates(self) -> None:
-        # A bad trade or ticker frame says nothing about the book: keep it (base invalidates on any bad frame).
-        if self.in_book_frame:
-            super()._abort_book_updates()
 
     # -- dispatch --------------------------------------------------------------------------------------------
     def on_ws(self, env: RawEnvelope, msg: Any) -> list[Output]:

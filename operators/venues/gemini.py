@@ -162,6 +162,8 @@ class GeminiFramer(Framer):
 class GeminiNormalizer(InstrumentNormalizer):
     """One Gemini instrument: l2 book, trades (recent-trade snapshot included), candles, mark price."""
 
+    book_channels = ("l2_updates", "update")
+
     def __init__(self, instrument: Instrument, settings: NormalizerSettings) -> None:
         super().__init__(instrument, settings)
         self.book = self.new_book()

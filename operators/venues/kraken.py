@@ -154,14 +154,14 @@ class KrakenFramer(Framer):
 class KrakenNormalizer(InstrumentNormalizer):
     """One Kraken pair: book with checksums, trades, ticker, spread, candles."""
 
+    book_channels = ("book-",)
+
     def __init__(self, instrument: Instrument, settings: NormalizerSettings) -> None:
         super().__init__(instrument, settings)
         #: Level texts are the checksum forms (`_digits`) of the venue's price and volume strings.
         self.book = self.new_book(keep_text=True)
         #: Connection the book arrives on (its reconnects, and only those, invalidate the book).
         self.book_conn: str | None = None
-        #: True while a book frame is being applied (only then does a bad frame leave the book unknown).
-        self.applying = False
         self.trade_time = ""
         self.trade_count = 0
 
@@ -172,11 +172,6 @@ class KrakenNormalizer(InstrumentNormalizer):
         if env.conn is not None and self.book_conn is not None and env.conn != self.book_conn:
             return []  # the trade or ticker connection reconnected: the book's stream is intact
         return super().on_control(env)
-
-    def _abort_book_updates(self) -> None:
-        if self.applying:
-            self.applying = False
-            super()._abort_book_updates()
 
     # -- dispatch --------------------------------------------------------------------------------------------
     def on_ws(self, env: RawEnvelope, msg: Any) -> list[Output]:
@@ -275,13 +270,11 @@ class KrakenNormalizer(InstrumentNormalizer):
         depth = int(channel[5:])
         latest = max(max((lv[2] for lv in asks), default=""), max((lv[2] for lv in bids), default=""))
         book = self.book
-        self.applying = True
         book.book.depth = depth
         book.load_snapshot(
             ((float(lv[0]), float(lv[1]), _digits(lv[0]), _digits(lv[1])) for lv in bids),
             ((float(lv[0]), float(lv[1]), _digits(lv[0]), _digits(lv[1])) for lv in asks),
         )
-        self.applying = False
         self.book_conn = env.conn
         return book.publish_snapshot(seconds_to_us(latest) if latest else env.receipt_ts, env.receipt_ts, None)
 
@@ -290,7 +283,6 @@ class KrakenNormalizer(InstrumentNormalizer):
         expected = int(text) if text is not None else None
         book = self.book
         latest = ""
-        self.applying = True
         for payload in payloads:
             for key, side in _UPDATE_SIDES:
                 for level in payload.get(key, ()):
@@ -301,7 +293,6 @@ class KrakenNormalizer(InstrumentNormalizer):
         event_ts = seconds_to_us(latest) if latest else env.receipt_ts
         verify = partial(_checksum_matches, expected) if expected is not None else None
         out = book.commit(event_ts, env.receipt_ts, None, checksum=expected, verify=verify)
-        self.applying = False
         return out
 
 

@@ -145,34 +145,25 @@ class KrakenFuturesFramer(Framer):
 class KrakenFuturesNormalizer(InstrumentNormalizer):
     """One Kraken Futures product: book, trades (with liquidations), ticker_lite, ticker (funding, OI)."""
 
+    book_channels = ("book",)
+
     def __init__(self, instrument: Instrument, settings: NormalizerSettings) -> None:
         super().__init__(instrument, settings)
         self.book = self.new_book()
         self.recent = RecentTrades()
         self.perpetual = instrument.market == "perp"
         self.open_interest: float | None = None
-        #: Whether the frame being processed is a book frame (only those can leave a half-applied change).
-        self.in_book_frame = False
 
     def books(self) -> list[Any]:
         return [self.book]
 
-    def process(self, env: RawEnvelope) -> list[Output]:
-        self.in_book_frame = env.channel in _BOOK_FEEDS
-        return super().process(env)
-
-    def _abort_book_updates(self) -> None:
-        # A bad trade or ticker frame says nothing about the book: keep it (base invalidates on any bad frame).
-        if self.in_book_frame:
-            super()._abort_book_updates()
-
     # -- dispatch --------------------------------------------------------------------------------------------
     def on_ws(self, env: RawEnvelope, msg: Any) -> list[Output]:
         if env.venue_symbol != self.instrument.venue_symbol:
-            self.in_book_frame = False  # the other product's frame must not touch this book
             raise BadFrame(
                 f"{env.venue_symbol} shares the symbol {self.instrument.symbol} with {self.instrument.venue_symbol}",
                 "symbol_collision",
+                book_intact=True,
             )
         feed = msg["feed"]
         if feed == "book":

@@ -222,6 +222,8 @@ def _item_inst_ids(data: Any) -> list[str]:
 class OkxNormalizer(InstrumentNormalizer):
     """One OKX instrument: book (checksum and seqId checked), trades, tickers, candles, funding, OI, liquidations."""
 
+    book_channels = ("books", "bbo-tbt")
+
     def __init__(self, instrument: Instrument, settings: NormalizerSettings) -> None:
         super().__init__(instrument, settings)
         self.book = self.new_book(keep_text=True)
@@ -354,7 +356,9 @@ class OkxNormalizer(InstrumentNormalizer):
         channel = env.channel
         if channel != self.book_channel:
             if self.book_channel is not None:
-                raise BadFrame(f"{channel} frame not used: this instrument's book follows {self.book_channel}")
+                raise BadFrame(
+                    f"{channel} frame not used: this instrument's book follows {self.book_channel}", book_intact=True
+                )
             self.book_channel = channel
         action = msg.get("action")
         if channel in _TOP_BOOKS or action == "snapshot":

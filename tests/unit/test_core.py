@@ -1,0 +1,164 @@
+"""Shared machinery: bad-frame handling, the book publisher, the raw envelope and the Avro wire formats."""
+
+from __future__ import annotations
+
+import pickle
+import subprocess
+import sys
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from operators.book import ASK, BID, BookPublisher
+from operators.dead_letter import SourceRef
+from operators.normalize import parse_raw
+from operators.records import RecordFactory
+from schemas import STANDARD_TOPICS, load_schema
+from schemas.raw import EnvelopeError, RawEnvelope
+from schemas.serde import AvroCodec, SchemaError, codec_for
+from tests.support import ReplayedBook, capture, envelopes, lob_actions, normalize, records
+
+BINANCE = capture("BINANCE")
+
+
+def _corrupt(env: RawEnvelope) -> RawEnvelope:
+    return replace(env, frame=env.frame[: len(env.frame) // 2])
+
+
+def _nth(envs: list[RawEnvelope], symbol: str, prefix: str, n: int) -> int:
+    return [i for i, e in enumerate(envs) if e.symbol == symbol and e.channel.startswith(prefix)][n]
+
+
+def test_a_bad_ticker_frame_is_dead_lettered_and_leaves_the_book_alone() -> None:
+    envs = envelopes(BINANCE)
+    i = _nth(envs, "NKN.USDT", "bookTicker", 3)
+    outs = normalize([*envs[:i], _corrupt(envs[i]), *envs[i + 1 :]])
+    dead = records(outs, "dead_letter")
+    assert [d["error_type"] for d in dead] == ["malformed_json"]
+    assert dead[0]["payload"] == _corrupt(envs[i]).to_json() and dead[0]["symbol"] == "NKN.USDT"
+    assert "resync" not in lob_actions(outs, "binance:NKN.USDT")
+    assert lob_actions(outs, "binance:NKN.USDT") == lob_actions(normalize(envs), "binance:NKN.USDT")
+
+
+def test_a_bad_book_frame_resyncs_before_its_dead_letter_and_nothing_follows() -> None:
+    envs = envelopes(BINANCE)
+    i = _nth(envs, "NKN.USDT", "depth@", 12)
+    outs = normalize([*envs[:i], _corrupt(envs[i]), *envs[i + 1 :]])
+    nkn = [(topic, rec) for key, topic, rec in outs if key == "binance:NKN.USDT"]
+    topics = [topic for topic, _ in nkn]
+    at = topics.index("dead_letter")
+    assert nkn[at - 1][0] == "lob" and nkn[at - 1][1]["action"] == "resync"
+    assert "bad book frame" in nkn[at - 1][1]["reason"]
+    assert all(rec["action"] != "update" for topic, rec in nkn[at:] if topic == "lob")
+    assert "resync" not in lob_actions(outs, "binance:BLZ.ETH")
+
+
+def _rejected(value: bytes, offset: int) -> Any:
+    topic, record = parse_raw(SourceRef("raw", 0, offset, b"k", value))
+    assert topic == "dead_letter"
+    return record
+
+
+def test_parse_raw_rejects_garbage_and_unknown_venues_with_reasons() -> None:
+    env = envelopes(BINANCE)[0]
+    dead = _rejected(b"{oops", 7)
+    assert dead["error_type"] == "malformed_json" and dead["source_offset"] == 7 and dead["payload"] == b"{oops"
+    dead = _rejected(replace(env, exchange="nowhere").to_json(), 8)
+    assert dead["error_type"] == "unknown_venue" and "nowhere" in dead["reason"]
+    dead = _rejected(b'{"exchange":"binance"}', 9)
+    assert dead["error_type"] == "unexpected_shape" and "lacks field" in dead["reason"]
+    assert parse_raw(SourceRef("raw", 0, 10, b"k", env.to_json())) == (
+        env.key,
+        (env, SourceRef("raw", 0, 10, b"k", env.to_json())),
+    )
+
+
+def test_envelope_validation() -> None:
+    with pytest.raises(EnvelopeError, match="not JSON"):
+        RawEnvelope.from_json(b"\x00")
+    with pytest.raises(EnvelopeError, match="kind"):
+        RawEnvelope.from_json(
+            b'{"exchange":"a","symbol":"b","venue_symbol":"c","channel":"d","kind":"x","receipt_ts":1,"frame":"{}"}'
+        )
+    with pytest.raises(EnvelopeError, match="receipt_ts"):
+        RawEnvelope.from_json(
+            b'{"exchange":"a","symbol":"b","venue_symbol":"c","channel":"d","kind":"ws","receipt_ts":1.5,"frame":"{}"}'
+        )
+
+
+def test_an_invalid_book_never_publishes_and_truncation_is_replayable() -> None:
+    book = BookPublisher(RecordFactory("x", "A.B", "AB"), 0, depth=2)
+    book.change(BID, 1.0, 1.0)
+    assert book.commit(1, 1, 1) == [] and not book.dirty  # never snapshotted: nothing published
+    book.load_snapshot([(3.0, 1.0, None, None), (2.0, 1.0, None, None)], [(4.0, 1.0, None, None)])
+    assert book.dirty
+    replayed = ReplayedBook()
+    for _, rec in book.publish_snapshot(1, 1, 1):
+        replayed.apply(rec)
+    book.change(BID, 3.5, 2.0)  # pushes 2.0 out of a depth-2 book
+    [(_, update)] = book.commit(2, 2, 2)
+    assert update["bid_price"] == [3.5, 2.0] and update["bid_size"] == [2.0, 0.0]
+    replayed.apply(update)
+    assert replayed.bids == {3.5: 2.0, 3.0: 1.0}
+    restored = pickle.loads(pickle.dumps(book))
+    assert restored.book.arrays(BID) == ([3.5, 3.0], [2.0, 1.0]) and restored.book.arrays(ASK) == ([4.0], [1.0])
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.tuples(st.sampled_from([BID, ASK]), st.integers(1, 30), st.sampled_from([0.0, 1.0, 2.5])), max_size=200)
+)
+def test_replaying_lob_records_rebuilds_the_same_book(changes: list[tuple[int, int, float]]) -> None:
+    book = BookPublisher(RecordFactory("x", "A.B", "AB"), 0)
+    book.load_snapshot([(10.0, 1.0, None, None)], [(20.0, 1.0, None, None)])
+    replayed = ReplayedBook()
+    for _, rec in book.publish_snapshot(0, 0, 0):
+        replayed.apply(rec)
+    for n, (side, price, size) in enumerate(changes):
+        book.change(side, float(price), size)
+        if n % 3 == 2:
+            for _, rec in book.commit(n, n, n):
+                replayed.apply(rec)
+    for _, rec in book.commit(len(changes), 0, 0):
+        replayed.apply(rec)
+    assert replayed.bids == dict(zip(*book.book.arrays(BID), strict=True))
+    assert replayed.asks == dict(zip(*book.book.arrays(ASK), strict=True))
+
+
+def test_every_topic_has_a_schema_with_the_common_fields() -> None:
+    for topic in STANDARD_TOPICS:
+        names = {field["name"] for field in load_schema(topic)["fields"]}
+        assert {"event_timestamp", "receipt_timestamp"} <= names, topic
+    for topic in ("trades", "lob", "ticker", "candles", "funding", "open_interest", "liquidations"):
+        names = {field["name"] for field in load_schema(topic)["fields"]}
+        assert {"exchange", "symbol", "venue_symbol"} <= names, topic
+
+
+def test_single_object_encoding_round_trips_and_decodes_in_another_process() -> None:
+    outs = normalize(envelopes(BINANCE))
+    for topic in {t for _, t, _ in outs}:
+        codec = codec_for(topic)
+        for record in records(outs, topic)[:20]:
+            data = codec.encode(record)
+            assert data[:2] == b"\xc3\x01" and codec.decode(data) == record
+    trade = records(outs, "trades")[0]
+    data = codec_for("trades").encode(trade)
+    script = (
+        "import sys; from schemas.serde import AvroCodec; "
+        "print(AvroCodec('trades').decode(bytes.fromhex(sys.argv[1]))['trade_id'])"
+    )
+    result = subprocess.run([sys.executable, "-c", script, data.hex()], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == trade["trade_id"]
+
+
+def test_schema_violations_and_foreign_bytes_are_clear_errors() -> None:
+    codec = AvroCodec("trades")
+    with pytest.raises(SchemaError, match="trades"):
+        codec.encode({"exchange": "x"})
+    with pytest.raises(SchemaError, match="neither"):
+        codec.decode(b"plain text")
+    with pytest.raises(SchemaError, match="no registry"):
+        codec.decode(b"\x00\x00\x00\x00\x07rest")
