@@ -1,7 +1,8 @@
 """A local order book per instrument, and the rules for publishing it to the ``lob`` topic.
 
-`LocalBook` holds price levels in sorted order (best first on each side) and, for venues whose checksums are
-computed over the venue's own text (OKX, Kraken), the original price and size strings.
+`LocalBook` holds price levels (sorted on demand, or kept sorted when the venue needs the top of the book on
+every update) and, for venues whose checksums are computed over the venue's own text (OKX, Kraken), the
+original price and size strings.
 
 `BookPublisher` owns one `LocalBook` and turns venue events into ``lob`` records:
 
@@ -18,6 +19,7 @@ instead.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable, Iterable
 from operator import neg
 from typing import Any
@@ -36,16 +38,29 @@ Level = tuple[float, float, str | None, str | None]
 
 
 class LocalBook:
-    """Price levels of one instrument, best first on each side."""
+    """Price levels of one instrument.
 
-    __slots__ = ("_sides", "_text", "depth")
+    Levels live in plain dicts, the fastest structure for the per-level changes that dominate a feed. A book
+    whose venue needs the best levels on every update (checksums over the top N, depth truncation) is
+    ``ordered``: its keys are also kept sorted (``SortedDict``). Otherwise order is produced only when asked
+    for (snapshot records, rare top-N queries).
+    """
 
-    def __init__(self, keep_text: bool = False, depth: int | None = None) -> None:
-        self._sides: tuple[SortedDict, SortedDict] = (SortedDict(neg), SortedDict())
+    __slots__ = ("_sides", "_text", "depth", "ordered")
+
+    def __init__(self, keep_text: bool = False, depth: int | None = None, ordered: bool | None = None) -> None:
+        self.ordered = bool(keep_text or depth is not None) if ordered is None else ordered
+        self._sides: tuple[dict[float, float], dict[float, float]] = self._new_sides(())
         self._text: tuple[dict[float, tuple[str, str]], dict[float, tuple[str, str]]] | None = (
             ({}, {}) if keep_text else None
         )
         self.depth = depth
+
+    def _new_sides(self, items: tuple[Any, ...]) -> tuple[dict[float, float], dict[float, float]]:
+        bids, asks = items or ((), ())
+        if self.ordered:
+            return SortedDict(neg, bids), SortedDict(asks)
+        return dict(bids), dict(asks)
 
     def clear(self) -> None:
         for side in self._sides:
@@ -74,7 +89,7 @@ class LocalBook:
                 self._text[side][price] = (price_text or repr(price), size_text or repr(size))
 
     def load(self, side: int, levels: Iterable[tuple[float, float]]) -> None:
-        """Bulk-insert (price, size) levels into an empty side of a book that keeps no text (fast path)."""
+        """Bulk-insert (price, size) levels into a side of a book that keeps no text (fast path)."""
         self._sides[side].update((price, size) for price, size in levels if size)
 
     def keeps_text(self) -> bool:
@@ -87,15 +102,14 @@ class LocalBook:
             return dropped
         for side, levels in enumerate(self._sides):
             while len(levels) > self.depth:
-                price, _ = levels.popitem(-1)
+                price, _ = levels.popitem(-1)  # type: ignore[call-arg]  # SortedDict: depth implies ordered
                 if self._text is not None:
                     self._text[side].pop(price, None)
                 dropped.append((side, price))
         return dropped
 
     def size(self, side: int, price: float) -> float:
-        size: float = self._sides[side].get(price, 0.0)
-        return size
+        return self._sides[side].get(price, 0.0)
 
     def __len__(self) -> int:
         return len(self._sides[0]) + len(self._sides[1])
@@ -103,42 +117,40 @@ class LocalBook:
     def count(self, side: int) -> int:
         return len(self._sides[side])
 
-    def best(self, side: int) -> tuple[float, float] | None:
+    def prices(self, side: int, n: int | None = None) -> list[float]:
+        """Prices of a side best first (all, or the best ``n``)."""
         levels = self._sides[side]
-        if not levels:
-            return None
-        price, size = levels.peekitem(0)
-        return price, size
+        if self.ordered:
+            return list(levels.islice(0, n)) if n is not None else list(levels)  # type: ignore[attr-defined]
+        if n is None:
+            return sorted(levels, reverse=side == BID)
+        return heapq.nlargest(n, levels) if side == BID else heapq.nsmallest(n, levels)
+
+    def best(self, side: int) -> tuple[float, float] | None:
+        prices = self.prices(side, 1)
+        return (prices[0], self._sides[side][prices[0]]) if prices else None
 
     def top(self, side: int, n: int) -> list[Level]:
         """The best ``n`` levels of a side with their venue texts (None when not kept)."""
         levels = self._sides[side]
         text = self._text[side] if self._text is not None else None
-        out: list[Level] = []
-        for price in levels.islice(0, n):
-            if text is not None:
-                ptxt, stxt = text[price]
-                out.append((price, levels[price], ptxt, stxt))
-            else:
-                out.append((price, levels[price], None, None))
-        return out
+        if text is None:
+            return [(price, levels[price], None, None) for price in self.prices(side, n)]
+        return [(price, levels[price], *text[price]) for price in self.prices(side, n)]
 
     def arrays(self, side: int) -> tuple[list[float], list[float]]:
         """All levels of a side as parallel price and size lists, best first."""
         levels = self._sides[side]
-        return list(levels.keys()), list(levels.values())
+        prices = self.prices(side)
+        return prices, [levels[price] for price in prices]
 
     def __getstate__(self) -> tuple[Any, ...]:
-        return (
-            list(self._sides[0].items()),
-            list(self._sides[1].items()),
-            self._text,
-            self.depth,
-        )
+        return (list(self._sides[0].items()), list(self._sides[1].items()), self._text, self.depth, self.ordered)
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
-        bids, asks, text, depth = state
-        self._sides = (SortedDict(neg, bids), SortedDict(asks))
+        bids, asks, text, depth, ordered = state
+        self.ordered = ordered
+        self._sides = self._new_sides((bids, asks))
         self._text = text
         self.depth = depth
 
@@ -257,6 +269,28 @@ class BookPublisher:
         prices, sizes = self._bids_changed if side == BID else self._asks_changed
         prices.append(price)
         sizes.append(size)
+
+    def apply(self, side: int, levels: Iterable[Any]) -> None:
+        """Apply a venue's ``[[price, size, ...], ...]`` level list (strings or numbers) in one pass.
+
+        The bulk form of `change` for books that keep no text: the per-level work of a busy feed.
+        """
+        if self.book.keeps_text():
+            for level in levels:
+                self.change(side, float(level[0]), float(level[1]), str(level[0]), str(level[1]))
+            return
+        self._dirty = True
+        book_side = self.book._sides[side]
+        prices, sizes = self._bids_changed if side == BID else self._asks_changed
+        for level in levels:
+            price = float(level[0])
+            size = float(level[1])
+            if size:
+                book_side[price] = size
+            else:
+                book_side.pop(price, None)
+            prices.append(price)
+            sizes.append(size)
 
     def commit(
         self,

@@ -86,25 +86,18 @@ class RawEnvelope:
 
     @classmethod
     def from_dict(cls, obj: dict[str, Any]) -> RawEnvelope:
-        missing = [name for name in _REQUIRED if name not in obj]
-        if missing:
-            raise EnvelopeError(f"raw envelope lacks field(s) {', '.join(missing)}")
-        if obj["kind"] not in _KINDS:
-            raise EnvelopeError(f"raw envelope kind {obj['kind']!r} is not one of ws, rest, control")
-        if not isinstance(obj["receipt_ts"], int):
+        try:
+            env = cls(**obj)
+        except TypeError:
+            missing = [name for name in _REQUIRED if name not in obj]
+            if missing:
+                raise EnvelopeError(f"raw envelope lacks field(s) {', '.join(missing)}") from None
+            # Fields from a newer collector are ignored, so old normalizers keep reading new envelopes.
+            env = cls(**{name: obj[name] for name in cls.__dataclass_fields__ if name in obj})
+        if env.kind not in _KINDS:
+            raise EnvelopeError(f"raw envelope kind {env.kind!r} is not one of ws, rest, control")
+        if type(env.receipt_ts) is not int:
             raise EnvelopeError("raw envelope receipt_ts must be an integer of UTC microseconds")
-        for name in ("exchange", "symbol", "venue_symbol", "channel", "frame"):
-            if not isinstance(obj[name], str):
-                raise EnvelopeError(f"raw envelope field {name} must be a string")
-        return cls(
-            exchange=obj["exchange"],
-            symbol=obj["symbol"],
-            venue_symbol=obj["venue_symbol"],
-            channel=obj["channel"],
-            kind=obj["kind"],
-            receipt_ts=obj["receipt_ts"],
-            frame=obj["frame"],
-            conn=obj.get("conn"),
-            url=obj.get("url"),
-            binary=bool(obj.get("binary", False)),
-        )
+        if type(env.frame) is not str or type(env.exchange) is not str or type(env.symbol) is not str:
+            raise EnvelopeError("raw envelope fields exchange, symbol and frame must be strings")
+        return env

@@ -144,7 +144,8 @@ def codec_for(topic: str, registry_url: str | None = None) -> AvroCodec:
         if registry_url:
             from confluent_kafka.schema_registry import SchemaRegistryClient
 
-            registry = SchemaRegistryClient({"url": registry_url})
+            # new_client also understands confluent-kafka's in-process ``mock://`` registry (tests).
+            registry = SchemaRegistryClient.new_client({"url": registry_url})
         codec = AvroCodec(topic, registry)
         _codecs[key] = codec
     return codec

@@ -265,10 +265,8 @@ class BinanceNormalizer(InstrumentNormalizer):
         elif not self.continues(delta, last):
             return self.gap(event_ts, receipt_ts, self.describe_gap(delta, last))
         book = self.book
-        for price, size, *_ in delta["b"]:
-            book.change(BID, float(price), float(size))
-        for price, size, *_ in delta["a"]:
-            book.change(ASK, float(price), float(size))
+        book.apply(BID, delta["b"])
+        book.apply(ASK, delta["a"])
         self.last_update_id = delta["u"]
         return book.commit(event_ts, receipt_ts, delta["u"])
 

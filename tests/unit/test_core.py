@@ -162,3 +162,27 @@ def test_schema_violations_and_foreign_bytes_are_clear_errors() -> None:
         codec.decode(b"plain text")
     with pytest.raises(SchemaError, match="no registry"):
         codec.decode(b"\x00\x00\x00\x00\x07rest")
+
+
+def test_confluent_wire_format_interoperates_with_confluents_own_serializers() -> None:
+    """With a registry configured, bytes are Confluent-framed and readable by confluent-kafka's deserializer.
+
+    confluent-kafka's in-process ``mock://`` registry stands in for a registry server (none is published on
+    PyPI); the serializers on both sides are the real ones.
+    """
+    import json
+    from datetime import UTC, datetime
+
+    from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
+    from confluent_kafka.serialization import MessageField, SerializationContext
+
+    trade = records(normalize(envelopes(BINANCE)), "trades")[0]
+    codec = codec_for("trades", "mock://interop")
+    data = codec.encode(trade)
+    assert data[:1] == b"\x00"
+    context = SerializationContext("trades", MessageField.VALUE)
+    theirs = AvroDeserializer(codec._registry)(data, context)
+    assert theirs["trade_id"] == trade["trade_id"] and theirs["price"] == trade["price"]
+    assert theirs["event_timestamp"] == datetime.fromtimestamp(trade["event_timestamp"] / 1e6, UTC)
+    serializer = AvroSerializer(codec._registry, json.dumps(load_schema("trades")))
+    assert codec.decode(serializer(trade, context)) == trade
