@@ -38,6 +38,11 @@ class Settings(BaseSettings):
         "default=4,raw=8", description="Partitions per topic when the pipeline creates topics: name=count,..."
     )
     topic_replication: int = Field(1, ge=1)
+    kafka_max_message_bytes: int = Field(
+        16 * 1024 * 1024,
+        ge=1_000_000,
+        description="Largest record produced (a Coinbase level-2 snapshot frame is ~6 MB); set on created topics.",
+    )
     raw_topic: str = "raw"
     dead_letter_topic: str = "dead_letter"
     consumer_batch_size: int = Field(1000, ge=1)

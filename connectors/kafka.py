@@ -65,7 +65,15 @@ def ensure_topics(settings: Settings, topics: Iterable[str], timeout: float = 30
     if missing:
         client = admin(settings)  # must outlive the futures below
         futures = client.create_topics(
-            [NewTopic(t, settings.partitions_for(t), settings.topic_replication) for t in missing],
+            [
+                NewTopic(
+                    t,
+                    settings.partitions_for(t),
+                    settings.topic_replication,
+                    config={"max.message.bytes": str(settings.kafka_max_message_bytes)},
+                )
+                for t in missing
+            ],
             operation_timeout=timeout,
         )
         for topic, future in futures.items():
@@ -95,7 +103,12 @@ def raw_source(settings: Settings, topics: list[str]) -> KafkaSource:
 
 def kafka_sink(settings: Settings, topic: str | None = None) -> KafkaSink:
     """KafkaSink (at-least-once) to ``topic``, or to the topic each message names when None."""
-    return KafkaSink(settings.brokers, topic, add_config={**settings.kafka_client_config(), **PRODUCER_CONFIG})
+    config = {
+        **settings.kafka_client_config(),
+        **PRODUCER_CONFIG,
+        "message.max.bytes": str(settings.kafka_max_message_bytes),
+    }
+    return KafkaSink(settings.brokers, topic, add_config=config)
 
 
 class AvroEncoder:

@@ -16,7 +16,7 @@ from embedded.kafka import TansuBroker
 from schemas import CEX_TOPICS
 from schemas.raw import RawEnvelope
 from tests.harness import flow_env, init_recovery, run_flow, settings_for, start_flow
-from tests.support import HFTBACKTEST, capture, envelopes, normalize
+from tests.support import CRYPTOFEED, HFTBACKTEST, capture, envelopes, normalize
 
 pytestmark = pytest.mark.integration
 
@@ -48,14 +48,20 @@ def _offline(envs: list[RawEnvelope]) -> dict[tuple[str, str], list[bytes]]:
     return out
 
 
-def test_replayed_capture_normalizes_to_the_offline_records(kafka: TansuBroker) -> None:
-    env = flow_env(kafka.bootstrap, KAFKA_STOP_AT_END="true")
-    path = capture("BINANCE")
-    run_flow(f"flows.replay:replay('{path}')", env)
+def test_every_venue_replayed_through_kafka_normalizes_to_the_offline_records(kafka: TansuBroker) -> None:
+    paths = sorted(CRYPTOFEED.glob("*.jsonl.zst"))
+    env = flow_env(kafka.bootstrap, KAFKA_STOP_AT_END="true", REPLAY_CAPTURES=str(CRYPTOFEED / "*.jsonl.zst"))
+    run_flow("flows.replay:flow", env, "-w", "2")
+    expected_envelopes = {path: envelopes(path) for path in paths}
     raw = read_topic(settings_for(env), "raw", decode=False)
-    assert len(raw) == len(envelopes(path))
+    assert len(raw) == sum(len(envs) for envs in expected_envelopes.values())
+    assert {row.key for row in raw} == {env.key for envs in expected_envelopes.values() for env in envs}
     run_flow("flows.normalize_cex:flow", env)
-    assert _consumed(env) == _offline(envelopes(path))
+    expected: dict[tuple[str, str], list[bytes]] = {}
+    for envs in expected_envelopes.values():
+        expected.update(_offline(envs))
+    assert _consumed(env) == expected
+    assert read_topic(settings_for(env), "dead_letter") == []
 
 
 def _watermark_floor(bootstrap: str, topic: str) -> int:
@@ -138,3 +144,13 @@ def test_kill_9_and_restart_loses_nothing(kafka: TansuBroker, tmp_path: Path) ->
         # Duplicates only from the at-least-once window: the tail before the crash repeated once, in order.
         deduplicated = list(dict.fromkeys(received))
         assert deduplicated == list(dict.fromkeys(records)), key_topic
+
+
+def test_topics_are_created_with_configured_partitions_and_existence_is_real(kafka: TansuBroker) -> None:
+    from connectors.kafka import existing_topics
+
+    config = settings_for(flow_env(kafka.bootstrap, TOPIC_PARTITIONS="default=2,raw=5"))
+    assert ensure_topics(config, ["raw", "trades"]) == {"raw": 5, "trades": 2}
+    assert "ghost" not in existing_topics(config)
+    with pytest.raises(TopicError, match="does not exist"):
+        read_topic(config, "ghost")
