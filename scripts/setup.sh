@@ -15,7 +15,12 @@ if [ ! -x .venv/bin/python ]; then
 fi
 stamp=.venv/.installed-$(sha1sum pyproject.toml | cut -c1-12)
 if [ ! -f "$stamp" ]; then
-  .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet -e ".[test]"
+  echo "Installing marketpipe and its dependencies into .venv (first run: about a minute) ..."
+  if ! { .venv/bin/python -m pip install --upgrade pip && .venv/bin/python -m pip install -e ".[test]"; } \
+      > .venv/install.log 2>&1; then
+    tail -n 40 .venv/install.log >&2
+    echo "Installation failed; full log in .venv/install.log" >&2
+    exit 1
+  fi
   rm -f .venv/.installed-* && touch "$stamp"
 fi
