@@ -9,11 +9,11 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import orjson
-from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage, KafkaSource
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from bytewax.connectors.kafka import KafkaError, KafkaSink, KafkaSinkMessage, KafkaSource, KafkaSourceMessage
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from connectors.config import Settings
@@ -23,7 +23,10 @@ from schemas import DEAD_LETTER
 from schemas.serde import SchemaError, codec_for
 
 __all__ = [
+    "AvroDecoder",
     "AvroEncoder",
+    "DeadLetterProducer",
+    "SourceRecord",
     "TopicError",
     "TopicRecord",
     "ensure_topics",
@@ -216,3 +219,79 @@ def read_topic(
         raise TopicError(f"timed out reading {topic}: partitions {sorted(pending)} not read to their ends")
     finally:
         consumer.close()
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRecord:
+    """A standardized record read from Kafka, with its coordinates (for idempotent sinks and gap detection)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: str | None
+    value: dict[str, Any]
+    timestamp_ms: int | None = None
+
+
+class AvroDecoder:
+    """Turns a Bytewax KafkaSourceMessage of a standardized topic into a `SourceRecord`, or a dead letter.
+
+    Sinks use it as their first step: bytes that are not a record of the topic's schema never stop a flow.
+    """
+
+    def __init__(self, settings: Settings, flow: str) -> None:
+        self._registry_url = settings.schema_registry_url
+        self._dead_letter_topic = settings.dead_letter_topic
+        self._flow = flow
+
+    def __call__(
+        self, msg: KafkaSourceMessage[bytes | None, bytes | None] | KafkaError[bytes | None, bytes | None]
+    ) -> SourceRecord | Output:
+        if isinstance(msg, KafkaError):
+            src = msg.msg
+            ref = SourceRef(src.topic, src.partition, src.offset, src.key, src.value)
+            return dead_letter(
+                self._flow, "kafka_in", f"Kafka consume error: {msg.err}", "kafka_error", ref, src.value or b""
+            )
+        topic = msg.topic or ""
+        key = msg.key.decode("utf-8", "replace") if msg.key is not None else None
+        value = msg.value or b""
+        schema = "dead_letter" if topic == self._dead_letter_topic else topic
+        try:
+            record = codec_for(schema, self._registry_url).decode(value)
+        except (SchemaError, KeyError) as exc:
+            ref = SourceRef(topic, msg.partition, msg.offset, msg.key, value)
+            return dead_letter(self._flow, "avro_decode", str(exc), "schema_violation", ref, value)
+        timestamp = msg.timestamp[1] if msg.timestamp and msg.timestamp[1] >= 0 else None
+        return SourceRecord(topic, msg.partition or 0, msg.offset or 0, key, record, timestamp)
+
+
+class DeadLetterProducer:
+    """Produces dead letters from flows whose sink is not Kafka (Postgres, object storage)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._topic = settings.dead_letter_topic
+        self._codec = codec_for("dead_letter", settings.schema_registry_url)
+        self._producer = Producer(
+            {
+                **settings.kafka_client_config(),
+                "enable.idempotence": "true",
+                "message.max.bytes": str(settings.kafka_max_message_bytes),
+            }
+        )
+
+    def send(self, dead: Output, key: str | None = None) -> None:
+        _, record = dead
+        self._producer.produce(
+            self._topic,
+            key=key.encode() if key else record["key"],
+            value=self._codec.encode(record),
+            headers=cast(Any, dead_letter_headers(record)),
+        )
+        self._producer.poll(0)
+
+    def flush(self, timeout: float = 30.0) -> None:
+        """Wait until every dead letter is acknowledged; raises TopicError if some are not."""
+        remaining = self._producer.flush(timeout)
+        if remaining:
+            raise TopicError(f"{remaining} dead letters not acknowledged by Kafka within {timeout}s")

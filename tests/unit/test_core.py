@@ -186,3 +186,27 @@ def test_confluent_wire_format_interoperates_with_confluents_own_serializers() -
     assert theirs["event_timestamp"] == datetime.fromtimestamp(trade["event_timestamp"] / 1e6, UTC)
     serializer = AvroSerializer(codec._registry, json.dumps(load_schema("trades")))
     assert codec.decode(serializer(trade, context)) == trade
+
+
+def test_avro_decoder_gives_source_records_or_dead_letters() -> None:
+    from bytewax.connectors.kafka import KafkaSourceMessage
+
+    from connectors.config import Settings
+    from connectors.kafka import AvroDecoder, SourceRecord
+
+    decode = AvroDecoder(Settings(), "archive_parquet")
+    trade = records(normalize(envelopes(BINANCE)), "trades")[0]
+    good = decode(
+        KafkaSourceMessage(
+            b"binance:NKN.USDT",
+            codec_for("trades").encode(trade),
+            topic="trades",
+            partition=2,
+            offset=41,
+            timestamp=(1, 1700000000000),
+        )
+    )
+    assert good == SourceRecord("trades", 2, 41, "binance:NKN.USDT", trade, 1700000000000)
+    bad = decode(KafkaSourceMessage(b"k", b"garbage", topic="trades", partition=0, offset=5))
+    assert isinstance(bad, tuple) and bad[0] == "dead_letter"
+    assert bad[1]["error_type"] == "schema_violation" and bad[1]["source_offset"] == 5
