@@ -54,6 +54,10 @@ class Settings(BaseSettings):
     replay_captures: str | None = Field(None, description="Comma-separated capture files (globs) for flows.replay.")
     replay_venue: str | None = Field(None, description="Venue of hftbacktest captures (cryptofeed ones name it).")
 
+    # -- observability ---------------------------------------------------------------------------------------
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
+    log_format: Literal["text", "json"] = Field("text", description="text locally; json = one object per line.")
+
     # -- normalize -------------------------------------------------------------------------------------------
     book_snapshot_interval_s: float = Field(
         60.0,

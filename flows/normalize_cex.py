@@ -24,6 +24,8 @@ from bytewax.dataflow import Dataflow
 from connectors.capture import CaptureSource, detect_venue, read_capture
 from connectors.config import Settings, settings
 from connectors.kafka import AvroEncoder, ensure_topics, kafka_sink, raw_source
+from connectors.logs import configure_logging
+from connectors.metrics import RECORDS_IN, count_outputs
 from operators.dead_letter import SourceRef, dead_letter
 from operators.normalize import FLOW, Item, logic_builder, parse_raw
 from operators.records import Output
@@ -53,12 +55,15 @@ def _is_item(parsed: tuple[str, Item] | Output) -> bool:
 
 
 def _keyed_dead_letter(parsed: Any) -> tuple[str, Output]:
+    RECORDS_IN.labels(FLOW).inc()
+    count_outputs(FLOW, [parsed])
     key = parsed[1]["key"]
     return (key.decode("utf-8", "replace") if key else ""), parsed
 
 
 def build(config: Settings) -> Dataflow:
     """The Kafka dataflow; creates the topics it uses if they are missing."""
+    configure_logging(FLOW, config.log_level, config.log_format)
     ensure_topics(config, [config.raw_topic, *CEX_TOPICS, config.dead_letter_topic])
     flow = Dataflow(FLOW)
     raw = op.input("raw_in", flow, raw_source(config, [config.raw_topic]))

@@ -19,6 +19,7 @@ from bytewax.dataflow import Dataflow
 from connectors.capture import CaptureSource
 from connectors.config import ConfigError, Settings, settings
 from connectors.kafka import ensure_topics, kafka_sink
+from connectors.logs import configure_logging
 from schemas.raw import RawEnvelope
 
 __all__ = ["build", "replay"]
@@ -30,6 +31,7 @@ def _to_raw_message(env: RawEnvelope) -> KafkaSinkMessage[bytes, bytes]:
 
 def build(config: Settings, paths: list[str], venue: str | None = None) -> Dataflow:
     """A dataflow producing the envelopes of ``paths`` to the raw topic."""
+    configure_logging("replay", config.log_level, config.log_format)
     ensure_topics(config, [config.raw_topic])
     flow = Dataflow("replay")
     envelopes = op.input("capture_in", flow, CaptureSource(paths, venue))

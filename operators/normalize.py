@@ -15,6 +15,7 @@ from typing import Any
 
 from bytewax.operators import StatefulBatchLogic
 
+from connectors.metrics import BOOK_RESYNCS, BOOKS_OUT_OF_SYNC, RECORDS_IN, count_outputs
 from operators.dead_letter import SourceRef, dead_letter
 from operators.records import Output
 from operators.symbols import Instrument
@@ -59,6 +60,8 @@ class NormalizeLogic(StatefulBatchLogic[Item, Output, bytes]):
 
     def __init__(self, resume_state: bytes | None, settings: NormalizerSettings) -> None:
         self.settings = settings
+        #: Whether this instrument's book resynced and has not been rebuilt yet (for the metrics gauge).
+        self.out_of_sync = False
         self.normalizer: InstrumentNormalizer | None = pickle.loads(resume_state) if resume_state is not None else None
 
     def _normalizer(self, env: RawEnvelope) -> InstrumentNormalizer:
@@ -83,7 +86,24 @@ class NormalizeLogic(StatefulBatchLogic[Item, Output, bytes]):
                 reason = f"internal error: {type(exc).__name__}: {exc}"
                 out.extend(normalizer.abandon_books(env, reason))
                 out.append(self._dead(env, source, reason, "internal_error"))
+        self._count(len(values), out)
         return out, StatefulBatchLogic.RETAIN
+
+    def _count(self, consumed: int, out: list[Output]) -> None:
+        RECORDS_IN.labels(FLOW).inc(consumed)
+        count_outputs(FLOW, out)
+        for topic, record in out:
+            if topic != "lob":
+                continue
+            action = record["action"]
+            if action == "resync":
+                BOOK_RESYNCS.labels(record["exchange"]).inc()
+                if not self.out_of_sync:
+                    self.out_of_sync = True
+                    BOOKS_OUT_OF_SYNC.labels(record["exchange"]).inc()
+            elif action == "snapshot" and self.out_of_sync:
+                self.out_of_sync = False
+                BOOKS_OUT_OF_SYNC.labels(record["exchange"]).dec()
 
     @staticmethod
     def _dead(env: RawEnvelope, source: SourceRef, reason: str, error_type: str) -> Output:

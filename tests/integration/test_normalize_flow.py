@@ -154,3 +154,43 @@ def test_topics_are_created_with_configured_partitions_and_existence_is_real(kaf
     assert "ghost" not in existing_topics(config)
     with pytest.raises(TopicError, match="does not exist"):
         read_topic(config, "ghost")
+
+
+def _scrape(port: int) -> dict[str, float]:
+    import urllib.request
+
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    samples: dict[str, float] = {}
+    for line in body.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples
+
+
+def test_a_running_flow_serves_its_metrics(kafka: TansuBroker, tmp_path: Path) -> None:
+    from embedded.process import free_port
+
+    port = free_port()
+    env = flow_env(kafka.bootstrap, BYTEWAX_DATAFLOW_API_ENABLED="1", BYTEWAX_DATAFLOW_API_PORT=str(port))
+    good = envelopes(capture("BINANCE"))
+    ensure_topics(settings_for(env), ["raw"])
+    _produce_raw(kafka.bootstrap, [(b"k", b"not json")] + [(e.key.encode(), e.to_json()) for e in good])
+    trades = sum(1 for _, topic, _ in normalize(good) if topic == "trades")
+    flow = start_flow("flows.normalize_cex:flow", env, tmp_path / "normalize.log")
+    try:
+        out_key = 'marketpipe_records_out_total{flow="normalize_cex",topic="trades"}'
+        samples: dict[str, float] = {}
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and samples.get(out_key) != trades:
+            time.sleep(0.5)
+            try:
+                samples = _scrape(port)
+            except OSError:
+                continue
+        assert samples.get(out_key) == trades
+        assert samples['marketpipe_records_in_total{flow="normalize_cex"}'] == len(good) + 1
+        assert samples['marketpipe_dead_letters_total{error_type="malformed_json",flow="normalize_cex"}'] == 1
+        assert any(name.startswith("bytewax_") for name in samples)
+    finally:
+        flow.stop()
