@@ -194,3 +194,46 @@ def test_a_running_flow_serves_its_metrics(kafka: TansuBroker, tmp_path: Path) -
         assert any(name.startswith("bytewax_") for name in samples)
     finally:
         flow.stop()
+
+
+def test_a_two_process_cluster_with_per_process_recovery_storage(kafka: TansuBroker, tmp_path: Path) -> None:
+    """Two processes (-i/-a), each with its own recovery volume holding its own partitions, as on Kubernetes."""
+    from connectors.recovery import init_process_partitions
+    from embedded.process import free_port
+
+    env = flow_env(
+        kafka.bootstrap,
+        KAFKA_STOP_AT_END="true",
+        TOPIC_PARTITIONS="default=4,raw=4",
+        REPLAY_CAPTURES=str(CRYPTOFEED / "*.jsonl.zst"),
+    )
+    run_flow("flows.replay:flow", env)
+    addresses = ";".join(f"127.0.0.1:{free_port()}" for _ in range(2))
+    dirs = [tmp_path / f"recovery-{i}" for i in range(2)]
+    held = [init_process_partitions(d, 2, i, 2) for i, d in enumerate(dirs)]
+    assert [[p.name for p in h] for h in held] == [["part-0.sqlite3"], ["part-1.sqlite3"]]
+    processes = [
+        start_flow(
+            "flows.normalize_cex:flow",
+            env,
+            tmp_path / f"p{i}.log",
+            "-i",
+            str(i),
+            "-a",
+            addresses,
+            "-r",
+            str(dirs[i]),
+            "-s",
+            "1",
+            "-b",
+            "0",
+        )
+        for i in range(2)
+    ]
+    for proc in processes:
+        assert proc.process is not None
+        assert proc.process.wait(240) == 0, proc.log_tail()
+    expected: dict[tuple[str, str], list[bytes]] = {}
+    for path in sorted(CRYPTOFEED.glob("*.jsonl.zst")):
+        expected.update(_offline(envelopes(path)))
+    assert _consumed(env) == expected
