@@ -23,15 +23,6 @@ class RecordFactory:
         self.symbol = symbol
         self.venue_symbol = venue_symbol
 
-    def _base(self, event_ts: int, receipt_ts: int) -> dict[str, Any]:
-        return {
-            "exchange": self.exchange,
-            "symbol": self.symbol,
-            "venue_symbol": self.venue_symbol,
-            "event_timestamp": event_ts,
-            "receipt_timestamp": receipt_ts,
-        }
-
     def trade(
         self,
         event_ts: int,
@@ -42,13 +33,21 @@ class RecordFactory:
         side: str,
         sequence: int | None = None,
     ) -> Output:
-        rec = self._base(event_ts, receipt_ts)
-        rec["trade_id"] = trade_id
-        rec["price"] = price
-        rec["size"] = size
-        rec["side"] = side
-        rec["sequence"] = sequence
-        return ("trades", rec)
+        return (
+            "trades",
+            {
+                "exchange": self.exchange,
+                "symbol": self.symbol,
+                "venue_symbol": self.venue_symbol,
+                "event_timestamp": event_ts,
+                "receipt_timestamp": receipt_ts,
+                "trade_id": trade_id,
+                "price": price,
+                "size": size,
+                "side": side,
+                "sequence": sequence,
+            },
+        )
 
     def book(
         self,
@@ -63,16 +62,24 @@ class RecordFactory:
         checksum: int | None,
         reason: str | None,
     ) -> Output:
-        rec = self._base(event_ts, receipt_ts)
-        rec["action"] = action
-        rec["sequence"] = sequence
-        rec["bid_price"] = bid_price
-        rec["bid_size"] = bid_size
-        rec["ask_price"] = ask_price
-        rec["ask_size"] = ask_size
-        rec["checksum"] = checksum
-        rec["reason"] = reason
-        return ("lob", rec)
+        return (
+            "lob",
+            {
+                "exchange": self.exchange,
+                "symbol": self.symbol,
+                "venue_symbol": self.venue_symbol,
+                "event_timestamp": event_ts,
+                "receipt_timestamp": receipt_ts,
+                "action": action,
+                "sequence": sequence,
+                "bid_price": bid_price,
+                "bid_size": bid_size,
+                "ask_price": ask_price,
+                "ask_size": ask_size,
+                "checksum": checksum,
+                "reason": reason,
+            },
+        )
 
     def ticker(
         self,
@@ -90,18 +97,26 @@ class RecordFactory:
         index_price: float | None = None,
         sequence: int | None = None,
     ) -> Output:
-        rec = self._base(event_ts, receipt_ts)
-        rec["bid_price"] = bid_price
-        rec["bid_size"] = bid_size
-        rec["ask_price"] = ask_price
-        rec["ask_size"] = ask_size
-        rec["last_price"] = last_price
-        rec["last_size"] = last_size
-        rec["volume_24h"] = volume_24h
-        rec["mark_price"] = mark_price
-        rec["index_price"] = index_price
-        rec["sequence"] = sequence
-        return ("ticker", rec)
+        return (
+            "ticker",
+            {
+                "exchange": self.exchange,
+                "symbol": self.symbol,
+                "venue_symbol": self.venue_symbol,
+                "event_timestamp": event_ts,
+                "receipt_timestamp": receipt_ts,
+                "bid_price": bid_price,
+                "bid_size": bid_size,
+                "ask_price": ask_price,
+                "ask_size": ask_size,
+                "last_price": last_price,
+                "last_size": last_size,
+                "volume_24h": volume_24h,
+                "mark_price": mark_price,
+                "index_price": index_price,
+                "sequence": sequence,
+            },
+        )
 
     def candle(
         self,
@@ -120,19 +135,27 @@ class RecordFactory:
         trades: int | None = None,
         closed: bool | None = None,
     ) -> Output:
-        rec = self._base(event_ts, receipt_ts)
-        rec["interval"] = interval
-        rec["start_timestamp"] = start_ts
-        rec["end_timestamp"] = end_ts
-        rec["open"] = open_
-        rec["high"] = high
-        rec["low"] = low
-        rec["close"] = close
-        rec["volume"] = volume
-        rec["quote_volume"] = quote_volume
-        rec["trades"] = trades
-        rec["closed"] = closed
-        return ("candles", rec)
+        return (
+            "candles",
+            {
+                "exchange": self.exchange,
+                "symbol": self.symbol,
+                "venue_symbol": self.venue_symbol,
+                "event_timestamp": event_ts,
+                "receipt_timestamp": receipt_ts,
+                "interval": interval,
+                "start_timestamp": start_ts,
+                "end_timestamp": end_ts,
+                "open": open_,
+                "high": high,
+                "low": low,
+                "close": close,
+                "volume": volume,
+                "quote_volume": quote_volume,
+                "trades": trades,
+                "closed": closed,
+            },
+        )
 
     def funding(
         self,
@@ -146,14 +169,22 @@ class RecordFactory:
         mark_price: float | None = None,
         index_price: float | None = None,
     ) -> Output:
-        rec = self._base(event_ts, receipt_ts)
-        rec["rate"] = rate
-        rec["predicted_rate"] = predicted_rate
-        rec["next_funding_timestamp"] = next_funding_ts
-        rec["interval_hours"] = interval_hours
-        rec["mark_price"] = mark_price
-        rec["index_price"] = index_price
-        return ("funding", rec)
+        return (
+            "funding",
+            {
+                "exchange": self.exchange,
+                "symbol": self.symbol,
+                "venue_symbol": self.venue_symbol,
+                "event_timestamp": event_ts,
+                "receipt_timestamp": receipt_ts,
+                "rate": rate,
+                "predicted_rate": predicted_rate,
+                "next_funding_timestamp": next_funding_ts,
+                "interval_hours": interval_hours,
+                "mark_price": mark_price,
+                "index_price": index_price,
+            },
+        )
 
     def open_interest(
         self,
@@ -163,10 +194,18 @@ class RecordFactory:
         open_interest: float,
         open_interest_value: float | None = None,
     ) -> Output:
-        rec = self._base(event_ts, receipt_ts)
-        rec["open_interest"] = open_interest
-        rec["open_interest_value"] = open_interest_value
-        return ("open_interest", rec)
+        return (
+            "open_interest",
+            {
+                "exchange": self.exchange,
+                "symbol": self.symbol,
+                "venue_symbol": self.venue_symbol,
+                "event_timestamp": event_ts,
+                "receipt_timestamp": receipt_ts,
+                "open_interest": open_interest,
+                "open_interest_value": open_interest_value,
+            },
+        )
 
     def liquidation(
         self,
@@ -179,10 +218,18 @@ class RecordFactory:
         order_id: str | None = None,
         status: str | None = None,
     ) -> Output:
-        rec = self._base(event_ts, receipt_ts)
-        rec["side"] = side
-        rec["price"] = price
-        rec["size"] = size
-        rec["order_id"] = order_id
-        rec["status"] = status
-        return ("liquidations", rec)
+        return (
+            "liquidations",
+            {
+                "exchange": self.exchange,
+                "symbol": self.symbol,
+                "venue_symbol": self.venue_symbol,
+                "event_timestamp": event_ts,
+                "receipt_timestamp": receipt_ts,
+                "side": side,
+                "price": price,
+                "size": size,
+                "order_id": order_id,
+                "status": status,
+            },
+        )

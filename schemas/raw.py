@@ -29,17 +29,17 @@ JSON object with the details.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
+import msgspec
 import orjson
 
-__all__ = ["CONTROL", "REST", "WS", "EnvelopeError", "RawEnvelope", "instrument_key"]
+__all__ = ["CONTROL", "REST", "WS", "EnvelopeError", "Kind", "RawEnvelope", "instrument_key"]
 
 WS: Literal["ws"] = "ws"
 REST: Literal["rest"] = "rest"
 CONTROL: Literal["control"] = "control"
-_KINDS = frozenset((WS, REST, CONTROL))
-_REQUIRED = ("exchange", "symbol", "venue_symbol", "channel", "kind", "receipt_ts", "frame")
+Kind = Literal["ws", "rest", "control"]
 
 
 class EnvelopeError(ValueError):
@@ -59,7 +59,7 @@ class RawEnvelope:
     symbol: str
     venue_symbol: str
     channel: str
-    kind: str
+    kind: Kind
     receipt_ts: int
     frame: str
     conn: str | None = None
@@ -75,29 +75,16 @@ class RawEnvelope:
 
     @classmethod
     def from_json(cls, data: bytes | str) -> RawEnvelope:
-        """Parse and validate; raises EnvelopeError with the reason."""
-        try:
-            obj = orjson.loads(data)
-        except orjson.JSONDecodeError as exc:
-            raise EnvelopeError(f"raw value is not JSON: {exc}") from exc
-        if not isinstance(obj, dict):
-            raise EnvelopeError(f"raw value is a JSON {type(obj).__name__}, not an object")
-        return cls.from_dict(obj)
+        """Parse and validate (types, required fields, kind); raises EnvelopeError with the reason.
 
-    @classmethod
-    def from_dict(cls, obj: dict[str, Any]) -> RawEnvelope:
+        Fields a newer collector adds are ignored, so old normalizers keep reading new envelopes.
+        """
         try:
-            env = cls(**obj)
-        except TypeError:
-            missing = [name for name in _REQUIRED if name not in obj]
-            if missing:
-                raise EnvelopeError(f"raw envelope lacks field(s) {', '.join(missing)}") from None
-            # Fields from a newer collector are ignored, so old normalizers keep reading new envelopes.
-            env = cls(**{name: obj[name] for name in cls.__dataclass_fields__ if name in obj})
-        if env.kind not in _KINDS:
-            raise EnvelopeError(f"raw envelope kind {env.kind!r} is not one of ws, rest, control")
-        if type(env.receipt_ts) is not int:
-            raise EnvelopeError("raw envelope receipt_ts must be an integer of UTC microseconds")
-        if type(env.frame) is not str or type(env.exchange) is not str or type(env.symbol) is not str:
-            raise EnvelopeError("raw envelope fields exchange, symbol and frame must be strings")
-        return env
+            return _DECODER.decode(data)
+        except msgspec.ValidationError as exc:
+            raise EnvelopeError(f"raw envelope is invalid: {exc}") from None
+        except msgspec.DecodeError as exc:
+            raise EnvelopeError(f"raw value is not JSON: {exc}") from None
+
+
+_DECODER = msgspec.json.Decoder(RawEnvelope)

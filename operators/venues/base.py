@@ -30,7 +30,7 @@ import orjson
 from operators.book import BookPublisher
 from operators.records import Output, RecordFactory
 from operators.symbols import Instrument
-from schemas.raw import CONTROL, REST, WS, RawEnvelope
+from schemas.raw import CONTROL, REST, WS, Kind, RawEnvelope
 
 __all__ = [
     "BadFrame",
@@ -199,7 +199,7 @@ class Framer(ABC):
         conn: str | None,
         text: str,
         ts: int,
-        kind: str = WS,
+        kind: Kind = WS,
         url: str | None = None,
     ) -> RawEnvelope:
         if conn is not None:

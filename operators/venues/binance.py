@@ -151,7 +151,7 @@ class BinanceNormalizer(InstrumentNormalizer):
     def on_ws(self, env: RawEnvelope, msg: Any) -> list[Output]:
         data = msg["data"] if "stream" in msg else msg
         event = data.get("e")
-        if _PARTIAL_DEPTH.match(env.channel):
+        if env.channel.startswith("depth") and _PARTIAL_DEPTH.match(env.channel):
             return self.on_partial_depth(env, data)
         if event == "depthUpdate":
             return self.on_depth(env, data)

@@ -69,7 +69,7 @@ def test_parse_raw_rejects_garbage_and_unknown_venues_with_reasons() -> None:
     dead = _rejected(replace(env, exchange="nowhere").to_json(), 8)
     assert dead["error_type"] == "unknown_venue" and "nowhere" in dead["reason"]
     dead = _rejected(b'{"exchange":"binance"}', 9)
-    assert dead["error_type"] == "unexpected_shape" and "lacks field" in dead["reason"]
+    assert dead["error_type"] == "unexpected_shape" and "missing required field" in dead["reason"]
     assert parse_raw(SourceRef("raw", 0, 10, b"k", env.to_json())) == (
         env.key,
         (env, SourceRef("raw", 0, 10, b"k", env.to_json())),
