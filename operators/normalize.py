@@ -73,9 +73,11 @@ class NormalizeLogic(StatefulBatchLogic[Item, Output, bytes]):
         return normalizer
 
     def on_batch(self, values: list[Item]) -> tuple[list[Output], bool]:
+        if not values:
+            return [], StatefulBatchLogic.RETAIN
         out: list[Output] = []
+        normalizer = self._normalizer(values[0][0])  # one key per logic: every item is this instrument's
         for env, source in values:
-            normalizer = self._normalizer(env)
             try:
                 out.extend(normalizer.process(env))
             except BadFrame as exc:
