@@ -1,0 +1,1 @@
+"""Ethereum connectors: settings, the JSON-RPC client, the chain-following Bytewax source, token metadata."""
