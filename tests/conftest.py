@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,12 +22,18 @@ def kafka(tmp_path: Path) -> Iterator[TansuBroker]:
 
 
 @pytest.fixture(scope="session")
-def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
-    """One PostgreSQL for the session; tests create their own databases or tables."""
-    server = EmbeddedPostgres(tmp_path_factory.mktemp("postgres"))
+def postgres() -> Iterator[EmbeddedPostgres]:
+    """One PostgreSQL for the session; tests create their own databases or tables.
+
+    Its data directory lives outside pytest's base directory: PostgreSQL runs as an unprivileged user, and another
+    pytest session resets that base directory to mode 0700 under a running server.
+    """
+    workdir = Path(tempfile.mkdtemp(prefix="marketpipe-postgres-"))
+    server = EmbeddedPostgres(workdir)
     server.start()
     yield server
     server.stop()
+    shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

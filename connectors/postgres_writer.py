@@ -1,0 +1,171 @@
+"""Writing rows into one Postgres table, idempotently, and finding the rows the database rejects.
+
+Two write paths produce the same rows and the same conflict handling (``ON CONFLICT DO NOTHING``, or
+``DO UPDATE ... WHERE`` the incoming row is at least as recent for latest-state tables):
+
+* ``copy`` (the default, measured faster by ``benchmarks/postgres_loader.py``): COPY the batch into a
+  session-local staging table (``CREATE TEMP TABLE IF NOT EXISTS ... ON COMMIT DELETE ROWS``, so it also works
+  through transaction-pooling proxies), then one ``INSERT INTO table SELECT ... FROM staging ON CONFLICT ...``;
+* ``values``: one multi-row ``INSERT ... VALUES ... ON CONFLICT ...`` (psycopg2's ``execute_values``), for
+  Postgres-compatible databases without temporary tables.
+
+Each batch is one transaction. When the database rejects a batch for its data (SQLSTATE classes 22 and 23, or
+a value psycopg2 cannot send), `load` bisects it: halves are retried until every bad row is isolated, and every
+other row is committed. Because the writes are idempotent, a batch interrupted by a lost connection is simply
+written again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import psycopg2
+import psycopg2.errorcodes
+import psycopg2.extras
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg
+
+from operators.table_rows import Row, RowEncoder
+from schemas.sql import TableKey
+
+__all__ = ["Loaded", "Rejection", "TableWriter", "WriteMethod", "failure_kind", "load"]
+
+WriteMethod = Literal["copy", "values"]
+FailureKind = Literal["transient", "rejected", "fatal"]
+
+# SQLSTATE classes: 08 connection, 40 rollback (serialization, deadlock), 53 resources, 57 operator
+# intervention (shutdown, statement timeout), 58 system error. All of them pass; the batch is written again.
+_TRANSIENT_CLASSES = ("08", "40", "53", "57", "58")
+# 22 data exception (out of range, bad encoding), 23 integrity (NOT NULL, CHECK): the row, not the database.
+_REJECTED_CLASSES = ("22", "23")
+
+
+def failure_kind(exc: BaseException) -> FailureKind:
+    """Whether an error from a write is worth waiting out, is a row's fault, or is a bug to surface."""
+    if isinstance(exc, sa.exc.DBAPIError) and exc.orig is not None:
+        exc = exc.orig
+    if isinstance(exc, ValueError):  # psycopg2 refuses to send e.g. a NUL character inside a string
+        return "rejected"
+    if not isinstance(exc, psycopg2.Error):
+        return "fatal"
+    code = exc.pgcode or ""
+    if code[:2] in _REJECTED_CLASSES:
+        return "rejected"
+    if code[:2] in _TRANSIENT_CLASSES or isinstance(exc, (psycopg2.OperationalError, psycopg2.InterfaceError)):
+        return "transient"
+    return "fatal"
+
+
+def rejection_reason(exc: BaseException) -> str:
+    """The database's own words: SQLSTATE, its name, the message and the detail."""
+    if isinstance(exc, psycopg2.Error) and exc.pgcode:
+        diag = exc.diag
+        name = psycopg2.errorcodes.lookup(exc.pgcode).lower()
+        detail = f" ({diag.message_detail})" if diag.message_detail else ""
+        return f"PostgreSQL rejected the row: {diag.message_primary}{detail} [SQLSTATE {exc.pgcode} {name}]"
+    return f"PostgreSQL client rejected the row: {exc}"
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A row the database refused, with its reason."""
+
+    row: Row
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    """What `load` did with a batch: rows written (inserted or updated) and rows refused."""
+
+    written: int
+    rejections: list[Rejection]
+
+
+class TableWriter:
+    """The SQL of one table for one write path; `write` runs one batch in one transaction."""
+
+    def __init__(self, encoder: RowEncoder, method: WriteMethod, statement_timeout_s: float = 60.0) -> None:
+        dialect = pg.dialect()
+        self.encoder = encoder
+        self.method = method
+        table = encoder.table
+        quote = dialect.identifier_preparer.quote
+        self.stage = quote(f"{table.name}_stage")
+        target = dialect.identifier_preparer.format_table(table)
+        columns = ", ".join(quote(name) for name in encoder.columns)
+        stage = sa.table(f"{table.name}_stage", *map(sa.column, encoder.columns))
+        statement = _insert_select(table, stage, encoder.key)
+        insert_select = str(statement.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
+        # Both paths share the conflict clause; only the row source differs.
+        conflict = insert_select[insert_select.index(" ON CONFLICT ") :]
+        # Sent with the first statement of each transaction (no extra round trip): a write stuck behind a lock
+        # or a hung server becomes a transient error, waited out and logged, instead of a silent hang.
+        timeout = f"SET LOCAL statement_timeout = {max(1, round(statement_timeout_s * 1000))}; "
+        self.create_stage_sql = (
+            f"{timeout}CREATE TEMP TABLE IF NOT EXISTS {self.stage} (LIKE {target} INCLUDING DEFAULTS) "
+            "ON COMMIT DELETE ROWS"
+        )
+        self.copy_sql = f"COPY {self.stage} ({columns}) FROM STDIN"
+        self.insert_select_sql = insert_select
+        self.insert_values_sql = f"{timeout}INSERT INTO {target} ({columns}) VALUES %s{conflict}"
+
+    def write(self, connection: Any, rows: Sequence[Row]) -> int:
+        """Write ``rows`` (at most one batch) and commit; returns the rows inserted or updated."""
+        rows = self.encoder.latest_per_key(rows)
+        try:
+            with connection.cursor() as cursor:
+                if self.method == "copy":
+                    cursor.execute(self.create_stage_sql)
+                    cursor.copy_expert(self.copy_sql, io.StringIO(self.encoder.copy_text(rows)))
+                    cursor.execute(self.insert_select_sql)
+                else:
+                    psycopg2.extras.execute_values(
+                        cursor, self.insert_values_sql, self.encoder.parameters(rows), page_size=len(rows)
+                    )
+                written: int = cursor.rowcount
+            connection.commit()
+        except BaseException:
+            _rollback_quietly(connection)
+            raise
+        return written
+
+
+def _insert_select(table: sa.Table, source: sa.TableClause, key: TableKey) -> Any:
+    names = [column.name for column in source.c]
+    statement = pg.insert(table).from_select(names, sa.select(*source.c))
+    if not key.latest_by:
+        return statement.on_conflict_do_nothing(index_elements=list(key.columns))
+    updated = {name: statement.excluded[name] for name in names if name not in key.columns}
+    stored = sa.tuple_(*(table.c[name] for name in key.latest_by))
+    incoming = sa.tuple_(*(statement.excluded[name] for name in key.latest_by))
+    return statement.on_conflict_do_update(index_elements=list(key.columns), set_=updated, where=stored <= incoming)
+
+
+def _rollback_quietly(connection: Any) -> None:
+    with contextlib.suppress(psycopg2.Error):  # the connection is gone; the pool discards it
+        connection.rollback()
+
+
+def load(connection: Any, writer: TableWriter, rows: Sequence[Row]) -> Loaded:
+    """Write ``rows``; rows the database rejects are isolated by bisection and returned, the rest committed.
+
+    Transient and fatal errors propagate: rows committed before them stay committed, and writing the batch
+    again is harmless because every write is idempotent.
+    """
+    if not rows:
+        return Loaded(0, [])
+    try:
+        return Loaded(writer.write(connection, rows), [])
+    except Exception as exc:
+        if failure_kind(exc) != "rejected":
+            raise
+        if len(rows) == 1:
+            return Loaded(0, [Rejection(rows[0], rejection_reason(exc))])
+    middle = len(rows) // 2
+    first, second = load(connection, writer, rows[:middle]), load(connection, writer, rows[middle:])
+    return Loaded(first.written + second.written, first.rejections + second.rejections)

@@ -1,0 +1,240 @@
+"""Standardized records -> rows of their Postgres table (`schemas.sql`), in the table's column order.
+
+Row values are what psycopg2 sends as they are (ISO text for timestamps, decimal strings for 256-bit integers,
+lists for arrays, bytes for BYTEA), and `RowEncoder.copy_text` renders the same values in COPY's text format,
+so both write paths store identical rows. A record that cannot become a row (a timestamp outside years
+1..9999) is returned with the reason instead, for the dead-letter topic.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg
+
+from connectors.kafka import SourceRecord
+from schemas import load_schema
+from schemas.sql import CONTENT_HASH, KAFKA_OFFSET, KAFKA_PARTITION, TABLE_KEYS
+
+__all__ = ["Row", "RowEncoder", "RowError", "content_hash"]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_NULL = "\\N"
+# COPY text format: backslash, tab, newline and carriage return are the characters with a meaning.
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+_COPY_SPECIAL = re.compile(r"[\\\t\n\r]")
+_FLOAT_SPECIALS = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+
+
+class RowError(ValueError):
+    """A record that has no row (the reason says which field and why)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One table row and the Kafka record it came from (for dead letters and gap-free bookkeeping)."""
+
+    source: SourceRecord
+    values: tuple[Any, ...]
+
+
+def content_hash(record: dict[str, Any]) -> str:
+    """BLAKE2b-128 of the record's non-null fields, as 32 hex digits (a Postgres UUID).
+
+    Null fields are left out so that a schema adding an optional field does not change the identity of records
+    written before it.
+    """
+    present = {name: value for name, value in record.items() if value is not None}
+    digest = hashlib.blake2b(orjson.dumps(present, default=_bytes_as_hex), digest_size=16)
+    return digest.hexdigest()
+
+
+def _bytes_as_hex(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.hex()
+    raise TypeError(f"cannot hash {type(value).__name__}")
+
+
+class TimestampText:
+    """UTC microseconds -> ``YYYY-MM-DD HH:MM:SS.ffffff+00:00``, exactly, for both write paths.
+
+    Text rather than datetime objects: COPY needs text anyway, and Postgres parses it for the VALUES path just
+    as well. The text of each second is cached, because a batch's records share few seconds. Raises
+    OverflowError outside years 1..9999.
+    """
+
+    _CACHE_LIMIT = 4096
+
+    def __init__(self) -> None:
+        self._seconds: dict[int, str] = {}
+
+    def __call__(self, micros: int) -> str:
+        seconds, fraction = divmod(micros, 1_000_000)
+        prefix = self._seconds.get(seconds)
+        if prefix is None:
+            if len(self._seconds) >= self._CACHE_LIMIT:
+                self._seconds.clear()
+            prefix = (_EPOCH + timedelta(seconds=seconds)).isoformat(sep=" ")[:19]
+            self._seconds[seconds] = prefix
+        return f"{prefix}.{fraction:06d}+00:00"
+
+
+# -- COPY text renderers, one per column kind (None is rendered before they are called) ----------------------
+def _text(value: Any) -> str:
+    text = str(value)
+    return text.translate(_COPY_ESCAPES) if _COPY_SPECIAL.search(text) else text
+
+
+def _float(value: float) -> str:
+    text = repr(value)
+    return _FLOAT_SPECIALS[text] if text[-1] in "nf" else text  # nan, inf, -inf
+
+
+def _float_array(value: list[float]) -> str:
+    text = ",".join(map(repr, value))
+    if "n" in text:  # nan or inf among the items
+        text = text.replace("nan", "NaN").replace("inf", "Infinity")
+    return "{" + text + "}"
+
+
+def _bool(value: bool) -> str:
+    return "t" if value else "f"
+
+
+def _bytea(value: bytes) -> str:
+    return "\\\\x" + value.hex()  # the bytea hex form, its backslash escaped for COPY
+
+
+def _array_element(value: Any) -> str:
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _text_array(value: list[Any]) -> str:
+    return _text("{" + ",".join(map(_array_element, value)) + "}")
+
+
+def _renderer(column_type: sa.types.TypeEngine[Any]) -> Callable[[Any], str]:
+    if isinstance(column_type, pg.ARRAY):
+        item = column_type.item_type
+        return _float_array if isinstance(item, (pg.DOUBLE_PRECISION, pg.REAL)) else _text_array
+    if isinstance(column_type, (pg.DOUBLE_PRECISION, pg.REAL)):
+        return _float
+    if isinstance(column_type, sa.Boolean):
+        return _bool
+    if isinstance(column_type, (sa.Integer, sa.DateTime)):
+        return str  # digits, or TimestampText's output: nothing to escape
+    if isinstance(column_type, pg.BYTEA):
+        return _bytea
+    return _text
+
+
+class RowEncoder:
+    """Turns `SourceRecord` values of one topic into rows of its table, and rows into COPY text."""
+
+    def __init__(self, table: sa.Table, schema_name: str) -> None:
+        key = TABLE_KEYS[schema_name]
+        self.key = key
+        self.table = table
+        self.columns: tuple[str, ...] = tuple(column.name for column in table.columns)
+        self._fields = tuple(field["name"] for field in load_schema(schema_name)["fields"])
+        self._timestamp_positions = tuple(
+            i for i, name in enumerate(self._fields) if isinstance(table.c[name].type, sa.DateTime)
+        )
+        self._timestamp_text = TimestampText()
+        self._by_content = key.by_content
+        self._key_positions = tuple(self.columns.index(name) for name in key.columns)
+        self._latest_positions = tuple(self.columns.index(name) for name in key.latest_by)
+        self._renderers = tuple(_renderer(column.type) for column in table.columns)
+        # Floats go to the VALUES path as text too: psycopg2 writes -0.0 as the numeric expression "-0.0",
+        # which is 0, and float arrays as numeric[] constructors; text is parsed by float8in, exactly.
+        self._float_positions = tuple(i for i, render in enumerate(self._renderers) if render in (_float, _float_array))
+        extra = {CONTENT_HASH, KAFKA_PARTITION, KAFKA_OFFSET}
+        missing = [name for name in self.columns if name not in extra and name not in self._fields]
+        if missing:
+            raise ValueError(f"table {table.name} has columns {missing} that the {schema_name} schema lacks")
+
+    @property
+    def upsert(self) -> bool:
+        """Whether a row with a stored key replaces the stored row (latest state wins)."""
+        return bool(self._latest_positions)
+
+    def row(self, record: SourceRecord) -> Row:
+        """The row of one record; raises RowError when a value has no Postgres representation."""
+        value = record.value
+        out: list[Any] = list(map(value.get, self._fields))
+        for i in self._timestamp_positions:
+            micros = out[i]
+            if micros is not None:
+                try:
+                    out[i] = self._timestamp_text(micros)
+                except OverflowError:
+                    name = self._fields[i]
+                    raise RowError(f"{name} = {micros} µs is outside the representable time range") from None
+        if self._by_content:
+            out.append(content_hash(value))
+        out.append(record.partition)
+        out.append(record.offset)
+        return Row(record, tuple(out))
+
+    def rows(self, records: Iterable[SourceRecord]) -> tuple[list[Row], list[tuple[SourceRecord, str]]]:
+        """Rows of ``records``, and the records without a row with the reason."""
+        rows: list[Row] = []
+        failed: list[tuple[SourceRecord, str]] = []
+        for record in records:
+            try:
+                rows.append(self.row(record))
+            except RowError as exc:
+                failed.append((record, str(exc)))
+        return rows, failed
+
+    def key_of(self, row: Row) -> tuple[Any, ...]:
+        """The row's primary-key values."""
+        return tuple(row.values[i] for i in self._key_positions)
+
+    def latest_per_key(self, rows: Sequence[Row]) -> list[Row]:
+        """For upsert tables, the most recent row of each key (one statement cannot update a row twice).
+
+        Recency is the table's ``latest_by`` columns, then the Kafka order; the first occurrence's position is
+        kept so the output follows the input order.
+        """
+        if not self.upsert:
+            return list(rows)
+        best: dict[tuple[Any, ...], Row] = {}
+        for row in rows:
+            key = self.key_of(row)
+            held = best.get(key)
+            if held is None or self._recency(row) >= self._recency(held):
+                best[key] = row
+        return list(best.values())
+
+    def _recency(self, row: Row) -> tuple[Any, ...]:
+        return (*(row.values[i] for i in self._latest_positions), row.source.partition, row.source.offset)
+
+    def parameters(self, rows: Iterable[Row]) -> list[tuple[Any, ...]]:
+        """The rows as psycopg2 parameters for ``INSERT ... VALUES``, floats exact (see ``__init__``)."""
+        positions = self._float_positions
+        renderers = self._renderers
+        out: list[tuple[Any, ...]] = []
+        for row in rows:
+            values = list(row.values)
+            for i in positions:
+                if values[i] is not None:
+                    values[i] = renderers[i](values[i])
+            out.append(tuple(values))
+        return out
+
+    def copy_text(self, rows: Iterable[Row]) -> str:
+        """The rows in COPY's text format (tab-separated, ``\\N`` for null, one line per row)."""
+        renderers = self._renderers
+        lines = [
+            "\t".join([_NULL if v is None else render(v) for render, v in zip(renderers, row.values, strict=True)])
+            for row in rows
+        ]
+        return "\n".join(lines) + "\n" if lines else ""
