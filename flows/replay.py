@@ -13,20 +13,15 @@ from __future__ import annotations
 import glob
 
 import bytewax.operators as op
-from bytewax.connectors.kafka import KafkaSinkMessage
 from bytewax.dataflow import Dataflow
 
 from connectors.capture import CaptureSource
+from connectors.collector.messages import raw_message
 from connectors.config import ConfigError, Settings, settings
 from connectors.kafka import ensure_topics, kafka_sink
 from connectors.logs import configure_logging
-from schemas.raw import RawEnvelope
 
 __all__ = ["build", "replay"]
-
-
-def _to_raw_message(env: RawEnvelope) -> KafkaSinkMessage[bytes, bytes]:
-    return KafkaSinkMessage(key=env.key.encode(), value=env.to_json(), timestamp=env.receipt_ts // 1000)
 
 
 def build(config: Settings, paths: list[str], venue: str | None = None) -> Dataflow:
@@ -35,7 +30,7 @@ def build(config: Settings, paths: list[str], venue: str | None = None) -> Dataf
     ensure_topics(config, [config.raw_topic])
     flow = Dataflow("replay")
     envelopes = op.input("capture_in", flow, CaptureSource(paths, venue))
-    messages = op.map("to_raw_message", envelopes, _to_raw_message)
+    messages = op.map("to_raw_message", envelopes, raw_message)
     op.output("raw_out", messages, kafka_sink(config, config.raw_topic))
     return flow
 

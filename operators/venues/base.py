@@ -30,6 +30,7 @@ import orjson
 from operators.book import BookPublisher
 from operators.records import Output, RecordFactory
 from operators.symbols import Instrument
+from operators.venues.live import LiveSpec
 from schemas.raw import CONTROL, REST, WS, Kind, RawEnvelope
 
 __all__ = [
@@ -236,6 +237,10 @@ class Framer(ABC):
     def instruments_on(self, conn: str) -> list[Instrument]:
         return list(self._conn_instruments.get(conn, {}).values())
 
+    def known_instruments(self) -> list[Instrument]:
+        """Instruments learned from the venue's instrument lists (`on_http`); the collector resolves names with them."""
+        return []
+
 
 @dataclass(frozen=True)
 class Venue:
@@ -251,3 +256,5 @@ class Venue:
     normalizer: Callable[[Instrument, NormalizerSettings], InstrumentNormalizer]
     description: str = ""
     channels: tuple[str, ...] = field(default=())
+    #: How the live collector connects, subscribes and keeps the connection healthy (None: replay only).
+    live: LiveSpec | None = None

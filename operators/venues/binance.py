@@ -7,12 +7,20 @@ partial books ``@depthN``, ``@aggTrade``, ``@trade``, ``@bookTicker``, ``@kline_
 
 Diffs that arrive before the snapshot (the collector fetches it after the first diff, as Binance prescribes)
 are buffered and replayed against it.
+
+Live (`BinanceLive`): subscriptions travel in the URL (``/stream?streams=<symbol>@<channel>/...``), so no
+subscribe frame is sent; the server pings (every 20 s on spot, 3 min on futures) and the websocket client
+answers; Binance cuts every connection after 24 h, so the collector rotates it after 23 h. A diff book needs the
+REST depth snapshot, fetched after the first diff of each connection and fetched again while its
+``lastUpdateId`` is older than that diff's ``U``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
@@ -23,12 +31,16 @@ from operators.records import Output
 from operators.symbols import Instrument, split_concatenated, spot
 from operators.timeparse import ms_to_us
 from operators.venues.base import BadFrame, Framer, InstrumentNormalizer, NormalizerSettings, Venue
+from operators.venues.live import LiveSpec, Subscription
 from schemas.raw import REST, RawEnvelope
 
-__all__ = ["VENUES", "BinanceFramer", "BinanceNormalizer"]
+__all__ = ["BINANCE_KLINES", "VENUES", "BinanceFramer", "BinanceLive", "BinanceNormalizer"]
 
 _COMBINED = re.compile(r'^\{"stream":"([^"@]+)@([^"]+)"')
 _PARTIAL_DEPTH = re.compile(r"^depth(5|10|20)(@|$)")
+_DIFF_DEPTH = re.compile(r"depth(@\d+ms)?")
+#: Kline stream names (all Binance markets).
+BINANCE_KLINES = r"kline_(1s|1m|3m|5m|15m|30m|1h|2h|4h|6h|8h|12h|1d|3d|1w|1M)"
 
 
 class BinanceFramer(Framer):
@@ -56,6 +68,9 @@ class BinanceFramer(Framer):
             inst = Instrument(self.exchange, self.symbol_from_name(venue_symbol), venue_symbol)
             self.table[venue_symbol] = inst
         return inst
+
+    def known_instruments(self) -> list[Instrument]:
+        return list(self.table.values())
 
     def learn(self, exchange_info: dict[str, Any]) -> None:
         for info in exchange_info.get("symbols", []):
@@ -290,7 +305,73 @@ class BinanceNormalizer(InstrumentNormalizer):
         return self.book.publish_snapshot(event_ts, env.receipt_ts, sequence)
 
 
+@dataclass(frozen=True)
+class BinanceLive(LiveSpec):
+    """Binance spot and futures streams (see the module docstring)."""
+
+    #: REST path of the depth snapshot (``/fapi/v1/depth`` on USD-M, ``/dapi/v1/depth`` on COIN-M).
+    snapshot_path: str = "/api/v3/depth"
+
+    def connection_url(self, key: str, subs: Sequence[Subscription]) -> str:
+        streams = "/".join(f"{sub.venue_symbol.lower()}@{sub.channel}" for sub in subs)
+        return f"{self.ws_url}?streams={streams}"
+
+    def subscribe_frames(self, subs: Sequence[Subscription]) -> list[str]:
+        return []
+
+    def snapshot_url(self, env: RawEnvelope) -> str | None:
+        if _DIFF_DEPTH.fullmatch(env.channel) is None:
+            return None
+        return f"{self.rest_url}{self.snapshot_path}?symbol={env.venue_symbol}&limit=1000"
+
+    def snapshot_outdated(self, first: RawEnvelope, snapshot: str) -> bool:
+        try:
+            msg = orjson.loads(first.frame)
+            diff = msg.get("data", msg)
+            return int(orjson.loads(snapshot)["lastUpdateId"]) < int(diff["U"])
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
+            return False  # not a snapshot or not a diff: the normalizer decides what it is worth
+
+
+_SPOT_CHANNELS = (r"depth(5|10|20)?(@(100|1000)ms)?", "aggTrade", "trade", "bookTicker", BINANCE_KLINES)
+_SPOT_DEFAULTS = ("depth@100ms", "aggTrade", "bookTicker", "kline_1m")
+#: 1024 streams are allowed per connection; 200 keeps the URL short.
+_STREAMS_PER_CONNECTION = 200
+_ROTATE_AFTER_S = 23 * 3600.0
+
 VENUES = [
-    Venue("binance", ("BINANCE",), BinanceFramer, BinanceNormalizer, "Binance spot"),
-    Venue("binance_us", ("BINANCE_US",), BinanceFramer, BinanceNormalizer, "Binance.US spot"),
+    Venue(
+        "binance",
+        ("BINANCE",),
+        BinanceFramer,
+        BinanceNormalizer,
+        "Binance spot",
+        live=BinanceLive(
+            ws_url="wss://stream.binance.com:9443/stream",
+            rest_url="https://api.binance.com",
+            channels=_SPOT_CHANNELS,
+            default_channels=_SPOT_DEFAULTS,
+            default_instruments=("BTC.USDT", "ETH.USDT"),
+            instrument_lists=("/api/v3/exchangeInfo",),
+            max_subscriptions=_STREAMS_PER_CONNECTION,
+            rotate_after_s=_ROTATE_AFTER_S,
+        ),
+    ),
+    Venue(
+        "binance_us",
+        ("BINANCE_US",),
+        BinanceFramer,
+        BinanceNormalizer,
+        "Binance.US spot",
+        live=BinanceLive(
+            ws_url="wss://stream.binance.us:9443/stream",
+            rest_url="https://api.binance.us",
+            channels=_SPOT_CHANNELS,
+            default_channels=_SPOT_DEFAULTS,
+            default_instruments=("BTC.USD", "ETH.USD"),
+            instrument_lists=("/api/v3/exchangeInfo",),
+            max_subscriptions=_STREAMS_PER_CONNECTION,
+            rotate_after_s=_ROTATE_AFTER_S,
+        ),
+    ),
 ]

@@ -24,6 +24,9 @@ snapshot bridging with buffered diffs, same trade, ticker and candle records. Wh
   (COIN-M adds ``pair`` and ``contractType`` to the same shape; its open interest is in contracts).
 * COIN-M klines: ``q`` is the base-asset volume, not a quote volume, so ``quote_volume`` is null there.
 
+Live: `BinanceLive` (see `operators.venues.binance`) with the futures endpoints, ``/fapi/v1/depth`` or
+``/dapi/v1/depth`` snapshots, and at most 200 streams per connection (the futures limit).
+
 Symbols come from exchangeInfo (``contractType`` PERPETUAL -> ``BASE.QUOTE-PERP``; quarterly and monthly
 contracts -> ``BASE.QUOTE-YYYYMMDD`` from the ``_YYMMDD`` suffix or ``deliveryDate``); without it, ``BTCUSDT``
 and ``BTCUSD_PERP`` are perpetuals and ``BTCUSDT_240927`` is the 2024-09-27 future. All-market array streams
@@ -42,7 +45,7 @@ from operators.records import Output
 from operators.symbols import future, perp, split_concatenated, yymmdd_to_date
 from operators.timeparse import ms_to_us
 from operators.venues.base import BadFrame, Venue
-from operators.venues.binance import BinanceFramer, BinanceNormalizer
+from operators.venues.binance import BINANCE_KLINES, BinanceFramer, BinanceLive, BinanceNormalizer
 from schemas.raw import RawEnvelope
 
 __all__ = [
@@ -216,6 +219,15 @@ class BinanceDeliveryNormalizer(BinanceFuturesNormalizer):
 
 
 _CHANNELS = ("trades", "lob", "ticker", "candles", "funding", "open_interest", "liquidations")
+_LIVE_CHANNELS = (
+    r"depth(5|10|20)?(@(0|100|250|500)ms)?",
+    "aggTrade",
+    "bookTicker",
+    BINANCE_KLINES,
+    r"markPrice(@1s)?",
+    "forceOrder",
+)
+_LIVE_DEFAULTS = ("depth@100ms", "aggTrade", "bookTicker", "markPrice@1s", "forceOrder")
 
 VENUES = [
     Venue(
@@ -225,6 +237,17 @@ VENUES = [
         BinanceFuturesNormalizer,
         "Binance USD-M futures",
         _CHANNELS,
+        live=BinanceLive(
+            ws_url="wss://fstream.binance.com/stream",
+            rest_url="https://fapi.binance.com",
+            channels=_LIVE_CHANNELS,
+            default_channels=_LIVE_DEFAULTS,
+            default_instruments=("BTC.USDT-PERP", "ETH.USDT-PERP"),
+            instrument_lists=("/fapi/v1/exchangeInfo",),
+            max_subscriptions=200,
+            rotate_after_s=23 * 3600.0,
+            snapshot_path="/fapi/v1/depth",
+        ),
     ),
     Venue(
         "binance_delivery",
@@ -233,5 +256,16 @@ VENUES = [
         BinanceDeliveryNormalizer,
         "Binance COIN-M futures",
         _CHANNELS,
+        live=BinanceLive(
+            ws_url="wss://dstream.binance.com/stream",
+            rest_url="https://dapi.binance.com",
+            channels=_LIVE_CHANNELS,
+            default_channels=_LIVE_DEFAULTS,
+            default_instruments=("BTC.USD-PERP", "ETH.USD-PERP"),
+            instrument_lists=("/dapi/v1/exchangeInfo",),
+            max_subscriptions=200,
+            rotate_after_s=23 * 3600.0,
+            snapshot_path="/dapi/v1/depth",
+        ),
     ),
 ]

@@ -28,6 +28,12 @@ Sequence and checksum rules:
   below 1e-6 print, a match with those in fixed notation is accepted too. A mismatch -> "checksum" resync.
 * After any resync nothing is published until the next venue snapshot (live, the collector resubscribes).
 
+Live (`BitfinexLive`): the ``conf`` frame asking for SEQ_ALL, then one subscribe frame per channel, at most 25
+channels per connection (Bitfinex's limit); server heartbeats keep the connection alive; info events 20051
+(server restart) and 20061 (maintenance over) ask clients to reconnect. The pair lists
+(``/v2/conf/pub:list:pair:exchange`` and ``:future``) teach the framer the listed pairs. Checksum frames are not
+requested: SEQ_ALL already exposes any lost frame of the connection.
+
 Semantics: AMOUNT > 0 is a taker buy or a bid; sizes are absolute. Books, tickers and candles carry no event
 time: the TIMESTAMP flag's value, else receipt time. Symbols: ``tBTCUSD`` -> ``BTC.USD`` (3+3 letters),
 ``tTESTBTC:TESTUSD`` -> ``TESTBTC.TESTUSD``, ``tBTCF0:USTF0`` -> ``BTC.USDT-PERP``; ``UST`` is USDT.
@@ -36,9 +42,12 @@ time: the TIMESTAMP flag's value, else receipt time. Symbols: ``tBTCUSD`` -> ``B
 from __future__ import annotations
 
 import calendar
+import contextlib
 import time
 import zlib
 from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -49,9 +58,18 @@ from operators.records import Output
 from operators.symbols import Instrument, perp, split_concatenated, spot
 from operators.timeparse import ms_to_us
 from operators.venues.base import BadFrame, Framer, InstrumentNormalizer, NormalizerSettings, RecentTrades, Venue
+from operators.venues.live import LiveSpec, Subscription, compact_json
 from schemas.raw import RawEnvelope
 
-__all__ = ["VENUES", "BitfinexFramer", "BitfinexNormalizer", "book_checksum", "js_number", "symbol_from_venue"]
+__all__ = [
+    "VENUES",
+    "BitfinexFramer",
+    "BitfinexLive",
+    "BitfinexNormalizer",
+    "book_checksum",
+    "js_number",
+    "symbol_from_venue",
+]
 
 TIMESTAMP = 32768
 SEQ_ALL = 65536
@@ -147,7 +165,19 @@ class BitfinexFramer(Framer):
             self.table[venue_symbol] = inst
         return inst
 
+    def known_instruments(self) -> list[Instrument]:
+        return list(self.table.values())
+
     # -- events ----------------------------------------------------------------------------------------------
+    def on_http(self, url: str | None, text: str, ts: int) -> list[RawEnvelope]:
+        """Pair lists (``[["BTCUSD", "AAVE:USD", ..]]``) name the listed trading pairs."""
+        lists = _loads(text) if url and "/conf/pub:list:pair:" in url else None
+        if isinstance(lists, list) and lists and isinstance(lists[0], list):
+            for pair in lists[0]:
+                with contextlib.suppress(ValueError, TypeError):
+                    self.instrument(f"t{pair}")
+        return []
+
     def on_connect(self, conn: str, url: str, ts: int) -> list[RawEnvelope]:
         self.conns[conn] = _Connection()  # channel ids, flags and sequence numbers are per connection
         return super().on_connect(conn, url, ts)
@@ -433,4 +463,59 @@ def _candle_end(start_us: int, interval: str) -> int:
     return start_us + int(interval[:-1]) * unit * 1_000_000
 
 
-VENUES = [Venue("bitfinex", ("BITFINEX",), BitfinexFramer, BitfinexNormalizer, "Bitfinex websocket v2")]
+#: Info event codes asking clients to reconnect: server restart, end of maintenance.
+_RECONNECT_CODES = ('"code":20051', '"code":20061')
+
+
+@dataclass(frozen=True)
+class BitfinexLive(LiveSpec):
+    """Bitfinex v2 subscriptions (see the module docstring)."""
+
+    def applies(self, channel: str, sub: Subscription) -> bool:
+        return channel != "status-deriv" or sub.market == "perp"
+
+    def subscribe_frames(self, subs: Sequence[Subscription]) -> list[str]:
+        frames = [compact_json({"event": "conf", "flags": SEQ_ALL})]
+        for sub in subs:
+            name, _, argument = sub.channel.partition("-")
+            request: dict[str, Any] = {"event": "subscribe", "channel": name}
+            if name == "book":
+                prec, freq, length = argument.split("-")
+                request.update(symbol=sub.venue_symbol, prec=prec, freq=freq, len=length)
+            elif name == "candles":
+                request["key"] = f"trade:{argument}:{sub.venue_symbol}"
+            elif name == "status":
+                request["key"] = f"deriv:{sub.venue_symbol}"
+            else:
+                request["symbol"] = sub.venue_symbol
+            frames.append(compact_json(request))
+        return frames
+
+    def asks_reconnect(self, text: str) -> bool:
+        return text.startswith('{"event":"info"') and any(code in text for code in _RECONNECT_CODES)
+
+
+VENUES = [
+    Venue(
+        "bitfinex",
+        ("BITFINEX",),
+        BitfinexFramer,
+        BitfinexNormalizer,
+        "Bitfinex websocket v2",
+        live=BitfinexLive(
+            ws_url="wss://api-pub.bitfinex.com/ws/2",
+            rest_url="https://api-pub.bitfinex.com",
+            channels=(
+                "trades",
+                "ticker",
+                r"book-P[0-4]-F[01]-(1|25|100|250)",
+                r"candles-(1m|5m|15m|30m|1h|3h|6h|12h|1D|1W|14D|1M)",
+                "status-deriv",
+            ),
+            default_channels=("book-P0-F0-100", "trades", "ticker"),
+            default_instruments=("BTC.USD", "ETH.USD"),
+            instrument_lists=("/v2/conf/pub:list:pair:exchange", "/v2/conf/pub:list:pair:future"),
+            max_subscriptions=25,
+        ),
+    )
+]

@@ -32,6 +32,10 @@ them symbols are parsed (``BTCUSDT-14AUG26``, ``BTCPERP`` = USDC perpetual, ``BT
 expiring on the last Friday of the month, ``BTC-27DEC24-100000-C[-USDT]`` option quoted in USD unless a
 quote suffix is given). A symbol that cannot be parsed keeps the venue symbol (``-PERP`` appended off spot).
 Subscription acks, pongs and error replies carry no ``topic`` and are dropped by the framer.
+
+Live (`BybitLive`): one connection per market (``/v5/public/spot``, ``linear``, ``inverse``, ``option``: the URL
+is what tells ``BTCUSDT`` spot from perpetual), ``{"op":"subscribe","args":["<channel>.<symbol>",..]}`` with at
+most 10 arguments per frame (the spot limit), and ``{"op":"ping"}`` every 20 s as Bybit requires.
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ from __future__ import annotations
 import calendar
 import contextlib
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, urlparse
@@ -50,9 +56,10 @@ from operators.records import Output
 from operators.symbols import Instrument, future, market_of, option, perp, split_concatenated, spot, yymmdd_to_date
 from operators.timeparse import ms_to_us
 from operators.venues.base import BadFrame, Framer, InstrumentNormalizer, NormalizerSettings, Venue
+from operators.venues.live import LiveSpec, Subscription, batched, compact_json
 from schemas.raw import RawEnvelope
 
-__all__ = ["VENUES", "BybitFramer", "BybitNormalizer"]
+__all__ = ["VENUES", "BybitFramer", "BybitLive", "BybitNormalizer"]
 
 _CATEGORIES = frozenset(("spot", "linear", "inverse", "option"))
 _TOPIC = '"topic":"'
@@ -183,6 +190,9 @@ class BybitFramer(Framer):
                 symbol = venue_symbol if market == "spot" else f"{venue_symbol}-PERP"
             inst = self.table[(market, venue_symbol)] = Instrument(self.exchange, symbol, venue_symbol)
         return inst
+
+    def known_instruments(self) -> list[Instrument]:
+        return list(self.table.values())
 
     def learn(self, category: str, response: dict[str, Any]) -> None:
         result = response.get("result") or {}
@@ -425,4 +435,58 @@ class BybitNormalizer(InstrumentNormalizer):
         return [self.out.open_interest(event_ts, receipt_ts, open_interest=open_interest, open_interest_value=value)]
 
 
-VENUES = [Venue("bybit", ("BYBIT",), BybitFramer, BybitNormalizer, "Bybit v5 spot, linear, inverse and option")]
+@dataclass(frozen=True)
+class BybitLive(LiveSpec):
+    """Bybit v5 public subscriptions (see the module docstring)."""
+
+    def applies(self, channel: str, sub: Subscription) -> bool:
+        return channel != "allLiquidation" or sub.market in ("perp", "future")
+
+    def connection_key(self, sub: Subscription) -> str:
+        if "." not in sub.symbol:
+            return _guess_category(sub.venue_symbol)
+        market = sub.market
+        if market == "spot" or market == "option":
+            return market
+        quote = sub.symbol.partition(".")[2].partition("-")[0]
+        return "inverse" if quote == "USD" else "linear"
+
+    def connection_url(self, key: str, subs: Sequence[Subscription]) -> str:
+        return f"{self.ws_url}/{key}"
+
+    def subscribe_frames(self, subs: Sequence[Subscription]) -> list[str]:
+        topics = [f"{sub.channel}.{sub.venue_symbol}" for sub in subs]
+        return [compact_json({"op": "subscribe", "args": args}) for args in batched(topics, 10)]
+
+    def ping_frame(self) -> str | None:
+        return '{"op":"ping"}'
+
+
+VENUES = [
+    Venue(
+        "bybit",
+        ("BYBIT",),
+        BybitFramer,
+        BybitNormalizer,
+        "Bybit v5 spot, linear, inverse and option",
+        live=BybitLive(
+            ws_url="wss://stream.bybit.com/v5/public",
+            rest_url="https://api.bybit.com",
+            channels=(
+                r"orderbook\.(1|25|50|100|200|500|1000)",
+                "publicTrade",
+                "tickers",
+                r"kline\.(1|3|5|15|30|60|120|240|360|720|D|W|M)",
+                "allLiquidation",
+            ),
+            default_channels=("orderbook.200", "publicTrade", "tickers", "kline.1", "allLiquidation"),
+            default_instruments=("BTC.USDT", "ETH.USDT", "BTC.USDT-PERP", "ETH.USDT-PERP"),
+            instrument_lists=tuple(
+                f"/v5/market/instruments-info?category={category}&status=Trading&limit=1000"
+                for category in ("spot", "linear", "inverse")
+            ),
+            max_subscriptions=200,
+            ping_interval_s=20.0,
+        ),
+    )
+]

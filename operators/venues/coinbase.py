@@ -36,6 +36,10 @@ Venue semantics decided here:
   subscribe snapshot's trades only when not already seen (`RecentTrades`).
 * Book event time is the levels' ``event_time`` (one per event); tickers and candles use the frame
   ``timestamp``. A candle is ``closed`` once its window (``start`` + 300 s) has ended at the frame time.
+* Live (`CoinbaseLive`): one ``{"type":"subscribe","product_ids":[..],"channel":..}`` frame per channel. Coinbase
+  closes subscriptions that see no update for a while, so ``heartbeats`` is always subscribed (one frame a second
+  per connection); the products list is ``/api/v3/brokerage/market/products``. No snapshot is fetched: level2
+  starts with one, and a reconnect resubscribes.
 * Symbols come from the products REST response (SPOT -> ``BASE.QUOTE``; FUTURE with a PERPETUAL contract ->
   ``BASE.QUOTE-PERP``; expiring FUTURE -> ``BASE.QUOTE-YYYYMMDD``). Without it, ``BTC-USD`` -> ``BTC.USD``,
   ``BTC-PERP-INTX`` -> ``BTC.USDC-PERP`` (INTX perpetuals are USDC-margined), ``BIT-27SEP24-CDE`` ->
@@ -45,7 +49,8 @@ Venue semantics decided here:
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -55,9 +60,17 @@ from operators.records import Output
 from operators.symbols import Instrument, future, perp, spot, yymmdd_to_date
 from operators.timeparse import iso_to_us
 from operators.venues.base import BadFrame, Framer, InstrumentNormalizer, NormalizerSettings, RecentTrades, Venue
+from operators.venues.live import LiveSpec, Subscription, compact_json
 from schemas.raw import RawEnvelope
 
-__all__ = ["VENUES", "CoinbaseFramer", "CoinbaseNormalizer", "symbol_from_product", "symbol_from_product_id"]
+__all__ = [
+    "VENUES",
+    "CoinbaseFramer",
+    "CoinbaseLive",
+    "CoinbaseNormalizer",
+    "symbol_from_product",
+    "symbol_from_product_id",
+]
 
 _CHANNEL = re.compile(r'"channel"\s*:\s*"([^"]*)"')
 _SEQUENCE = re.compile(r'"sequence_num"\s*:\s*(\d+)')
@@ -122,6 +135,9 @@ class CoinbaseFramer(Framer):
             inst = Instrument(self.exchange, symbol_from_product_id(product_id), product_id)
             self.table[product_id] = inst
         return inst
+
+    def known_instruments(self) -> list[Instrument]:
+        return list(self.table.values())
 
     def learn(self, response: dict[str, Any]) -> None:
         products = response.get("products")
@@ -338,6 +354,24 @@ def _number(text: str | None) -> float | None:
     return float(text) if text else None
 
 
+@dataclass(frozen=True)
+class CoinbaseLive(LiveSpec):
+    """Coinbase Advanced Trade subscriptions (see the module docstring)."""
+
+    def subscribe_frames(self, subs: Sequence[Subscription]) -> list[str]:
+        products = list(dict.fromkeys(sub.venue_symbol for sub in subs))
+        channels = list(dict.fromkeys(sub.channel for sub in subs))
+        if "heartbeats" not in channels:
+            channels.append("heartbeats")
+        frames = []
+        for channel in channels:
+            ids = [sub.venue_symbol for sub in subs if sub.channel == channel] or products
+            frames.append(compact_json({"type": "subscribe", "product_ids": ids, "channel": channel}))
+        return frames
+
+
+_LIVE_CHANNELS = ("level2", "market_trades", "ticker", "ticker_batch", "candles", "heartbeats")
+
 VENUES = [
     Venue(
         "coinbase",
@@ -345,6 +379,15 @@ VENUES = [
         CoinbaseFramer,
         CoinbaseNormalizer,
         "Coinbase Advanced Trade",
-        ("level2", "market_trades", "ticker", "ticker_batch", "candles", "heartbeats"),
+        _LIVE_CHANNELS,
+        live=CoinbaseLive(
+            ws_url="wss://advanced-trade-ws.coinbase.com",
+            rest_url="https://api.coinbase.com",
+            channels=_LIVE_CHANNELS,
+            default_channels=("level2", "market_trades", "ticker", "candles"),
+            default_instruments=("BTC.USD", "ETH.USD"),
+            instrument_lists=("/api/v3/brokerage/market/products",),
+            max_subscriptions=100,
+        ),
     )
 ]

@@ -27,6 +27,11 @@ no instrument (``deribit_price_index``, ``platform_state``, ...).
 
 ``incremental_ticker`` and unknown notification shapes on instrument channels are dead-lettered.
 
+Live (`DeribitLive`): ``public/set_heartbeat`` (30 s) first, answering each ``test_request`` with
+``public/test`` as Deribit requires, then ``public/subscribe`` with at most 100 channels per frame. Configured
+channels omit the instrument (``book.100ms`` subscribes ``book.<instrument>.100ms``); ``raw`` intervals need an
+authorized connection on Deribit today, so the defaults use ``100ms``.
+
 Symbols: ``BTC-PERPETUAL`` -> ``BTC.USD-PERP``, ``BTC_USDC-PERPETUAL`` -> ``BTC.USDC-PERP``, ``BTC-24SEP21``
 -> ``BTC.USD-20210924``, ``BTC-24SEP21-8000-P`` -> ``BTC.USD-20210924-8000-P`` (``d`` in a strike is its
 decimal point), ``BTC_USDC`` -> ``BTC.USDC``; ``get_instruments`` responses teach them where captured. Inverse
@@ -37,6 +42,8 @@ from __future__ import annotations
 
 import contextlib
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -47,9 +54,10 @@ from operators.records import Output
 from operators.symbols import Instrument, future, option, perp, spot, yymmdd_to_date
 from operators.timeparse import ms_to_us
 from operators.venues.base import BadFrame, Framer, InstrumentNormalizer, NormalizerSettings, Venue
+from operators.venues.live import LiveSpec, Subscription, batched, compact_json
 from schemas.raw import RawEnvelope
 
-__all__ = ["VENUES", "DeribitFramer", "DeribitNormalizer", "symbol_from_info", "symbol_from_name"]
+__all__ = ["VENUES", "DeribitFramer", "DeribitLive", "DeribitNormalizer", "symbol_from_info", "symbol_from_name"]
 
 _FRAME_HEAD = re.compile(r'^\{"jsonrpc":"2\.0","method":"subscription","params":\{"channel":"([^"]+)"')
 _DERIVATIVE = re.compile(r"^([A-Z0-9]+)(?:_([A-Z0-9]+))?-(PERPETUAL|\d{1,2}[A-Z]{3}\d{2})(?:-(\d+(?:d\d+)?)-([CP]))?$")
@@ -126,6 +134,9 @@ class DeribitFramer(Framer):
                 symbol = name  # combos: keep the venue symbol rather than guess
             inst = self.table[name] = Instrument(self.exchange, symbol, name)
         return inst
+
+    def known_instruments(self) -> list[Instrument]:
+        return list(self.table.values())
 
     def learn(self, response: dict[str, Any]) -> None:
         for info in response.get("result") or []:
@@ -356,6 +367,37 @@ def _apply(book: BookPublisher, side: int, levels: list[list[Any]]) -> None:
             raise BadFrame(f"unknown Deribit book action {action!r}")
 
 
+_HEARTBEAT_REQUEST = '{"jsonrpc":"2.0","id":1,"method":"public/set_heartbeat","params":{"interval":30}}'
+_HEARTBEAT_ANSWER = '{"jsonrpc":"2.0","id":2,"method":"public/test","params":{}}'
+
+
+@dataclass(frozen=True)
+class DeribitLive(LiveSpec):
+    """Deribit JSON-RPC subscriptions (see the module docstring)."""
+
+    def applies(self, channel: str, sub: Subscription) -> bool:
+        return not channel.startswith("perpetual.") or sub.market == "perp"
+
+    def subscribe_frames(self, subs: Sequence[Subscription]) -> list[str]:
+        channels = []
+        for sub in subs:
+            if sub.channel.startswith("chart.trades."):
+                channels.append(f"chart.trades.{sub.venue_symbol}.{sub.channel.removeprefix('chart.trades.')}")
+            else:
+                kind, dot, rest = sub.channel.partition(".")
+                channels.append(f"{kind}.{sub.venue_symbol}{dot}{rest}")
+        subscribe = [
+            compact_json({"jsonrpc": "2.0", "id": 3 + n, "method": "public/subscribe", "params": {"channels": chunk}})
+            for n, chunk in enumerate(batched(channels, 100))
+        ]
+        return [_HEARTBEAT_REQUEST, *subscribe]
+
+    def reply(self, text: str) -> str | None:
+        if '"method":"heartbeat"' in text and '"test_request"' in text:
+            return _HEARTBEAT_ANSWER
+        return None
+
+
 VENUES = [
     Venue(
         "deribit",
@@ -364,5 +406,21 @@ VENUES = [
         DeribitNormalizer,
         "Deribit JSON-RPC websocket v2",
         channels=("book", "trades", "ticker", "quote", "chart.trades", "perpetual"),
+        live=DeribitLive(
+            ws_url="wss://www.deribit.com/ws/api/v2",
+            rest_url="https://www.deribit.com",
+            channels=(
+                r"(book|trades|ticker|perpetual)\.(raw|100ms|agg2)",
+                r"book\.(none|1|2|5|10|25|100|250)\.(1|10|20)\.(100ms|agg2)",
+                "quote",
+                r"chart\.trades\.(1|3|5|10|15|30|60|120|180|360|720|1D)",
+            ),
+            default_channels=("book.100ms", "trades.100ms", "ticker.100ms"),
+            default_instruments=("BTC.USD-PERP", "ETH.USD-PERP"),
+            instrument_lists=tuple(
+                f"/api/v2/public/get_instruments?currency={coin}&expired=false" for coin in ("BTC", "ETH", "USDC")
+            ),
+            max_subscriptions=300,
+        ),
     )
 ]

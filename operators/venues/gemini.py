@@ -28,6 +28,9 @@ frame of a connection (``socket_sequence`` 0) is the snapshot.
 skip becomes a ``sequence_gap`` control envelope. Full-depth subscriptions are assumed (``top_of_book=true``
 would not describe a whole book).
 
+Live (`GeminiLive`): v2 only, one ``{"type":"subscribe","subscriptions":[{"name":..,"symbols":[..]},..]}`` frame;
+Gemini sends heartbeats, so websocket pings suffice. ``/v1/symbols`` lists the venue symbols.
+
 Symbols come from the ``/v1/symbols/details/<symbol>`` responses in the capture (``product_type`` ``swap`` is a
 perpetual); without them ``...PERP`` names are perpetuals and the rest splits by known quote currency.
 """
@@ -36,6 +39,8 @@ from __future__ import annotations
 
 import contextlib
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
 from urllib.parse import urlparse
@@ -47,9 +52,10 @@ from operators.records import Output
 from operators.symbols import Instrument, perp, split_concatenated, spot
 from operators.timeparse import ms_to_us, ns_to_us
 from operators.venues.base import BadFrame, Framer, InstrumentNormalizer, NormalizerSettings, RecentTrades, Venue
+from operators.venues.live import LiveSpec, Subscription, compact_json
 from schemas.raw import RawEnvelope
 
-__all__ = ["VENUES", "GeminiFramer", "GeminiNormalizer"]
+__all__ = ["VENUES", "GeminiFramer", "GeminiLive", "GeminiNormalizer"]
 
 _V1_PATH = "/v1/marketdata/"
 _SOCKET_SEQUENCE = re.compile(r'"socket_sequence":(\d+)')
@@ -111,6 +117,9 @@ class GeminiFramer(Framer):
             return perp(*split_concatenated(upper[:-4]))
         return spot(*split_concatenated(upper))
 
+    def known_instruments(self) -> list[Instrument]:
+        return list(self.table.values())
+
     def learn(self, details: dict[str, Any]) -> None:
         base, quote = details["base_currency"], details["quote_currency"]
         symbol = perp(base, quote) if details.get("product_type") == "swap" else spot(base, quote)
@@ -153,6 +162,12 @@ class GeminiFramer(Framer):
         return out
 
     def on_http(self, url: str | None, text: str, ts: int) -> list[RawEnvelope]:
+        if url and urlparse(url).path.rstrip("/").endswith("/v1/symbols"):
+            with contextlib.suppress(orjson.JSONDecodeError):
+                for name in orjson.loads(text):  # names only: details, where seen, say more
+                    with contextlib.suppress(ValueError, AttributeError):
+                        self.instrument(name.upper())
+            return []
         if url and "/v1/symbols/details/" in url:
             with contextlib.suppress(orjson.JSONDecodeError, KeyError, TypeError):  # error responses teach nothing
                 self.learn(orjson.loads(text))
@@ -292,6 +307,21 @@ class GeminiNormalizer(InstrumentNormalizer):
         return out
 
 
+@dataclass(frozen=True)
+class GeminiLive(LiveSpec):
+    """Gemini v2 market-data subscriptions (see the module docstring)."""
+
+    def applies(self, channel: str, sub: Subscription) -> bool:
+        return channel != "mark_price" or sub.market == "perp"
+
+    def subscribe_frames(self, subs: Sequence[Subscription]) -> list[str]:
+        subscriptions = [
+            {"name": channel, "symbols": [sub.venue_symbol for sub in subs if sub.channel == channel]}
+            for channel in dict.fromkeys(sub.channel for sub in subs)
+        ]
+        return [compact_json({"type": "subscribe", "subscriptions": subscriptions})]
+
+
 VENUES = [
     Venue(
         "gemini",
@@ -300,5 +330,14 @@ VENUES = [
         GeminiNormalizer,
         "Gemini market data v2 (and v1 per-symbol feeds)",
         ("trades", "lob", "ticker", "candles"),
+        live=GeminiLive(
+            ws_url="wss://api.gemini.com/v2/marketdata",
+            rest_url="https://api.gemini.com",
+            channels=("l2", r"candles_(1m|5m|15m|30m|1h|6h|1d)", "mark_price"),
+            default_channels=("l2",),
+            default_instruments=("BTC.USD", "ETH.USD"),
+            instrument_lists=("/v1/symbols",),
+            max_subscriptions=100,
+        ),
     )
 ]

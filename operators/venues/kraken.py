@@ -39,6 +39,10 @@ checksum only from the first payload dict, so it never verifies two-payload upda
 puts ``"c"`` in the last dict; cryptofeed does not truncate depth-1000 books, the documentation says to
 truncate every book to its subscribed depth.
 
+Live (`KrakenLive`): one connection per channel (a 1000-deep book alone is a heavy stream), each subscribed with
+one ``{"event":"subscribe","pair":[..],"subscription":{"name":..}}`` frame; the server sends a heartbeat every
+second when idle, so websocket pings suffice. Pairs are ``wsname``s (``XBT/USD``) from ``AssetPairs``.
+
 Assumptions: one book subscription (one depth) per pair in a session; the book's connection is remembered so a
 reconnect of the trade or ticker connection does not invalidate a book that Kraken keeps updating.
 """
@@ -46,6 +50,8 @@ reconnect of the trade or ticker connection does not invalidate a book that Krak
 from __future__ import annotations
 
 import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -56,9 +62,10 @@ from operators.records import Output
 from operators.symbols import Instrument, spot
 from operators.timeparse import seconds_to_us
 from operators.venues.base import BadFrame, Framer, InstrumentNormalizer, NormalizerSettings, Venue
+from operators.venues.live import LiveSpec, Subscription, compact_json
 from schemas.raw import RawEnvelope
 
-__all__ = ["VENUES", "KrakenFramer", "KrakenNormalizer", "book_checksum"]
+__all__ = ["VENUES", "KrakenFramer", "KrakenLive", "KrakenNormalizer", "book_checksum"]
 
 #: Update payload keys and the book sides they change, in the order Kraken's frames list them.
 _UPDATE_SIDES = (("a", ASK), ("b", BID))
@@ -118,6 +125,9 @@ class KrakenFramer(Framer):
                 raise ValueError(f"{pair!r} is not a Kraken v1 BASE/QUOTE pair")
             inst = self.table[pair] = Instrument(self.exchange, _symbol(base, quote), pair)
         return inst
+
+    def known_instruments(self) -> list[Instrument]:
+        return list(self.table.values())
 
     def learn(self, asset_pairs: dict[str, Any]) -> None:
         """Pairs from ``/0/public/AssetPairs``: ``wsname`` is the websocket pair name, ``BASE/QUOTE``."""
@@ -296,6 +306,25 @@ class KrakenNormalizer(InstrumentNormalizer):
         return out
 
 
+@dataclass(frozen=True)
+class KrakenLive(LiveSpec):
+    """Kraken v1 subscriptions (see the module docstring)."""
+
+    def connection_key(self, sub: Subscription) -> str:
+        return sub.channel
+
+    def subscribe_frames(self, subs: Sequence[Subscription]) -> list[str]:
+        frames = []
+        for channel in dict.fromkeys(sub.channel for sub in subs):
+            name, _, argument = channel.partition("-")
+            subscription: dict[str, Any] = {"name": name}
+            if argument:
+                subscription["depth" if name == "book" else "interval"] = int(argument)
+            pairs = [sub.venue_symbol for sub in subs if sub.channel == channel]
+            frames.append(compact_json({"event": "subscribe", "pair": pairs, "subscription": subscription}))
+        return frames
+
+
 VENUES = [
     Venue(
         "kraken",
@@ -304,5 +333,20 @@ VENUES = [
         KrakenNormalizer,
         "Kraken spot websockets v1",
         ("book", "trade", "ticker", "spread", "ohlc"),
+        live=KrakenLive(
+            ws_url="wss://ws.kraken.com",
+            rest_url="https://api.kraken.com",
+            channels=(
+                "trade",
+                "ticker",
+                "spread",
+                r"book-(10|25|100|500|1000)",
+                r"ohlc-(1|5|15|30|60|240|1440|10080|21600)",
+            ),
+            default_channels=("book-100", "trade", "ticker"),
+            default_instruments=("BTC.USD", "ETH.USD"),
+            instrument_lists=("/0/public/AssetPairs",),
+            max_subscriptions=50,
+        ),
     )
 ]

@@ -22,6 +22,10 @@ instrument list use lower case):
 
 Connection-level frames (``info``, ``subscribed``, ``alert``, ``error``, heartbeats) are dropped by the framer.
 
+Live (`KrakenFuturesLive`): one ``{"event":"subscribe","feed":..,"product_ids":[..]}`` frame per feed; Kraken
+asks for a ping at least every 60 s, which the websocket-protocol pings (every 20 s) are. ``BTC.USD-PERP`` names
+both ``PI_XBTUSD`` and ``PF_XBTUSD``, so configurations name such products by product id.
+
 Symbols: ``PI_``/``PF_``/``PV_`` perpetuals -> ``BTC.USD-PERP``, ``FI_``/``FF_``/``FV_`` with a ``_YYMMDD``
 suffix -> ``BTC.USD-20210730``. Inverse and linear contracts of one pair (``PI_XBTUSD`` and ``PF_XBTUSD``) thus
 share a normalized symbol; a normalizer serves the venue symbol it was created for and dead-letters frames of
@@ -32,6 +36,8 @@ from __future__ import annotations
 
 import contextlib
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -41,9 +47,17 @@ from operators.records import Output
 from operators.symbols import Instrument, future, perp, split_concatenated, yymmdd_to_date
 from operators.timeparse import ms_to_us
 from operators.venues.base import BadFrame, Framer, InstrumentNormalizer, NormalizerSettings, RecentTrades, Venue
+from operators.venues.live import LiveSpec, Subscription, compact_json
 from schemas.raw import RawEnvelope
 
-__all__ = ["VENUES", "KrakenFuturesFramer", "KrakenFuturesNormalizer", "symbol_from_info", "symbol_from_name"]
+__all__ = [
+    "VENUES",
+    "KrakenFuturesFramer",
+    "KrakenFuturesLive",
+    "KrakenFuturesNormalizer",
+    "symbol_from_info",
+    "symbol_from_name",
+]
 
 _FRAME_HEAD = re.compile(r'^\{"feed":"([a-z_]+)","product_id":"([^"]+)"')
 _PRODUCT = re.compile(r"^([PF][A-Z])_([A-Z0-9]+?)(?:_(\d{6}))?$")
@@ -109,6 +123,9 @@ class KrakenFuturesFramer(Framer):
                 symbol = product_id  # index or unknown product: keep the venue symbol rather than guess
             inst = self.table[product_id] = Instrument(self.exchange, symbol, product_id)
         return inst
+
+    def known_instruments(self) -> list[Instrument]:
+        return list(self.table.values())
 
     def learn(self, instruments: dict[str, Any]) -> None:
         for info in instruments.get("instruments", []):
@@ -282,6 +299,19 @@ class KrakenFuturesNormalizer(InstrumentNormalizer):
         )
 
 
+@dataclass(frozen=True)
+class KrakenFuturesLive(LiveSpec):
+    """Kraken Futures v1 subscriptions (see the module docstring)."""
+
+    def subscribe_frames(self, subs: Sequence[Subscription]) -> list[str]:
+        return [
+            compact_json(
+                {"event": "subscribe", "feed": feed, "product_ids": [s.venue_symbol for s in subs if s.channel == feed]}
+            )
+            for feed in dict.fromkeys(sub.channel for sub in subs)
+        ]
+
+
 VENUES = [
     Venue(
         "kraken_futures",
@@ -290,5 +320,14 @@ VENUES = [
         KrakenFuturesNormalizer,
         "Kraken Futures websocket v1",
         channels=("book_snapshot", "book", "trade_snapshot", "trade", "ticker_lite", "ticker"),
+        live=KrakenFuturesLive(
+            ws_url="wss://futures.kraken.com/ws/v1",
+            rest_url="https://futures.kraken.com",
+            channels=("book", "trade", "ticker", "ticker_lite"),
+            default_channels=("book", "trade", "ticker"),
+            default_instruments=("PF_XBTUSD", "PF_ETHUSD"),
+            instrument_lists=("/derivatives/api/v3/instruments",),
+            max_subscriptions=100,
+        ),
     )
 ]

@@ -29,6 +29,10 @@ are consumed. Symbols come from ``instruments`` pushes and REST lists (SPOT ``ba
 * ``open-interest``: ``oi`` (contracts); value ``oiUsd`` where sent (USD, standing in for USDT/USDC quotes).
 * ``liquidation-orders``: one record per ``details`` item; ``side`` is the liquidation order's side as OKX
   documents it (``sell`` closes a long; ``posSide`` names the position), price ``bkPx``, size ``sz``.
+
+Live (`OkxLive`): ``/ws/v5/public``, and ``/ws/v5/business`` for candles and ``trades-all`` (where OKX moved
+them in 2023); ``{"op":"subscribe","args":[{"channel","instId"},..]}``, and the text ``ping`` every 25 s
+because OKX drops connections idle for 30 s. Books start with a snapshot; nothing is fetched over REST.
 """
 
 from __future__ import annotations
@@ -36,7 +40,8 @@ from __future__ import annotations
 import contextlib
 import re
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from functools import lru_cache, partial
 from typing import Any
@@ -48,9 +53,18 @@ from operators.records import Output
 from operators.symbols import Instrument, future, option, perp, spot, yymmdd_to_date
 from operators.timeparse import ms_to_us
 from operators.venues.base import BadFrame, Framer, InstrumentNormalizer, NormalizerSettings, RecentTrades, Venue
+from operators.venues.live import LiveSpec, Subscription, batched, compact_json
 from schemas.raw import RawEnvelope
 
-__all__ = ["VENUES", "OkxFramer", "OkxNormalizer", "book_checksum", "symbol_from_info", "symbol_from_inst_id"]
+__all__ = [
+    "VENUES",
+    "OkxFramer",
+    "OkxLive",
+    "OkxNormalizer",
+    "book_checksum",
+    "symbol_from_info",
+    "symbol_from_inst_id",
+]
 
 _ARG = re.compile(r'\{"arg":\{"channel":"([^"]+)","instId":"([^"]+)"\}')
 _DIFF_BOOKS = frozenset(("books", "books-l2-tbt", "books50-l2-tbt"))
@@ -173,6 +187,9 @@ class OkxFramer(Framer):
                 symbol = inst_id
             inst = self.table[inst_id] = Instrument(self.exchange, symbol, inst_id)
         return inst
+
+    def known_instruments(self) -> list[Instrument]:
+        return list(self.table.values())
 
     def learn(self, items: Any) -> None:
         for info in items if isinstance(items, list) else ():
@@ -433,4 +450,62 @@ _HANDLERS: dict[str, Callable[[OkxNormalizer, RawEnvelope, Any], list[Output]]] 
 }
 
 _CHANNELS = (*_HANDLERS, "candle<bar>")
-VENUES = [Venue("okx", ("OKX",), OkxFramer, OkxNormalizer, "OKX v5 public websocket", channels=_CHANNELS)]
+_DERIVATIVE_ONLY = frozenset(("funding-rate", "open-interest", "mark-price"))
+
+
+@dataclass(frozen=True)
+class OkxLive(LiveSpec):
+    """OKX v5 subscriptions (see the module docstring)."""
+
+    def applies(self, channel: str, sub: Subscription) -> bool:
+        if channel == "funding-rate":
+            return sub.market == "perp"
+        return channel not in _DERIVATIVE_ONLY or sub.market != "spot"
+
+    def connection_key(self, sub: Subscription) -> str:
+        return "business" if sub.channel.startswith("candle") or sub.channel == "trades-all" else "public"
+
+    def connection_url(self, key: str, subs: Sequence[Subscription]) -> str:
+        return f"{self.ws_url}/{key}"
+
+    def subscribe_frames(self, subs: Sequence[Subscription]) -> list[str]:
+        args = [{"channel": sub.channel, "instId": sub.venue_symbol} for sub in subs]
+        return [compact_json({"op": "subscribe", "args": chunk}) for chunk in batched(args, 50)]
+
+    def ping_frame(self) -> str | None:
+        return "ping"
+
+
+VENUES = [
+    Venue(
+        "okx",
+        ("OKX",),
+        OkxFramer,
+        OkxNormalizer,
+        "OKX v5 public websocket",
+        channels=_CHANNELS,
+        live=OkxLive(
+            ws_url="wss://ws.okx.com:8443/ws/v5",
+            rest_url="https://www.okx.com",
+            channels=(
+                "books",
+                "books5",
+                "bbo-tbt",
+                "trades",
+                "trades-all",
+                "tickers",
+                "mark-price",
+                "funding-rate",
+                "open-interest",
+                r"candle(1s|1m|3m|5m|15m|30m|1H|2H|4H|6H|12H|1D|2D|3D|5D|1W|1M|3M)(utc)?",
+            ),
+            default_channels=("books", "trades", "tickers", "funding-rate", "open-interest"),
+            default_instruments=("BTC.USDT", "ETH.USDT", "BTC.USDT-PERP", "ETH.USDT-PERP"),
+            instrument_lists=tuple(
+                f"/api/v5/public/instruments?instType={kind}" for kind in ("SPOT", "SWAP", "FUTURES")
+            ),
+            max_subscriptions=200,
+            ping_interval_s=25.0,
+        ),
+    )
+]

@@ -1,0 +1,30 @@
+"""What the collector produces to Kafka: raw envelopes keyed by instrument, and dead letters keyed by venue."""
+
+from __future__ import annotations
+
+from bytewax.connectors.kafka import KafkaSinkMessage
+
+from operators.records import Output
+from schemas.raw import RawEnvelope
+
+__all__ = ["COLLECTOR_FLOW", "keyed_dead_letter", "raw_envelope", "raw_message"]
+
+#: The collector's flow name (in dead letters and logs).
+COLLECTOR_FLOW = "collect_cex"
+
+
+def raw_envelope(item: RawEnvelope | Output) -> RawEnvelope | None:
+    """The item if it is a raw envelope."""
+    return item if isinstance(item, RawEnvelope) else None
+
+
+def keyed_dead_letter(item: RawEnvelope | Output) -> tuple[str, Output] | None:
+    """The item, keyed by its venue, if it is a dead letter."""
+    if isinstance(item, RawEnvelope):
+        return None
+    return item[1]["exchange"] or "", item
+
+
+def raw_message(env: RawEnvelope) -> KafkaSinkMessage[bytes, bytes]:
+    """The message ``flows/replay.py`` produces for the same envelope (Kafka timestamp: receipt time, ms)."""
+    return KafkaSinkMessage(key=env.key.encode(), value=env.to_json(), timestamp=env.receipt_ts // 1000)
