@@ -1,0 +1,339 @@
+"""Broadcaster fan-out: records delivered per second to 100 clients, and produce-to-receive latency.
+
+    python -m benchmarks.broadcaster [--clients 100]
+
+Real parts: an embedded Tansu broker, ``python -m broadcaster`` as its own process, 100 websocket clients
+(``websockets``) in this process, each subscribed to every record of the stream (trades, ticker and lob of the
+hftbacktest Binance spot BTCUSDT capture, 41,247 standardized records produced as Avro).
+
+* Throughput: every record produced at once; deliveries (records x clients) per second until every client has
+  them all. Baseline: the same clients receiving the same frames, in the same message sizes, from a bare
+  Starlette endpoint on uvicorn in its own process (no Kafka, no decoding, no routing): the websocket
+  transport's limit here.
+* Latency: records produced at half the measured maximum rate; time from ``produce()`` to receipt, p50 and p99
+  over 10 of the clients. Baseline: a plain confluent-kafka consumer of the same records at the same rate (what
+  Kafka alone costs on this broker).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import uvicorn
+import websockets
+from confluent_kafka import OFFSET_END, Consumer, Producer, TopicPartition
+from starlette.applications import Starlette
+from starlette.routing import WebSocketRoute
+from starlette.websockets import WebSocket
+
+from benchmarks.common import DATA, Figure, machine
+from connectors.capture import capture_envelopes
+from connectors.config import Settings
+from connectors.kafka import ensure_topics
+from embedded.kafka import TansuBroker
+from embedded.process import ManagedProcess, free_port, wait_until
+from operators.normalize import normalize_envelopes
+from operators.venues.base import NormalizerSettings
+from schemas.serde import codec_for
+
+__all__ = ["main", "measure"]
+
+CAPTURE = DATA / "cex" / "hftbacktest" / "binance-spot-btcusdt-20240808.gz"
+TOPICS = ("trades", "ticker", "lob")
+REPO = Path(__file__).resolve().parents[1]
+LATENCY_CLIENTS = 10
+Message = tuple[str, bytes, bytes]  # topic, key, Avro value
+
+
+def _stream() -> list[Message]:
+    settings = NormalizerSettings()
+    return [
+        (topic, key.encode(), codec_for(topic).encode(record))
+        for key, (topic, record) in normalize_envelopes(capture_envelopes(CAPTURE, "binance"), settings)
+        if topic in TOPICS
+    ]
+
+
+def _percentile(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
+
+
+async def _subscribed(url: str) -> websockets.ClientConnection:
+    """A connection subscribed to every record of the stream (acks read)."""
+    ws = await websockets.connect(url, ping_interval=None, max_size=None)
+    for topic in TOPICS:
+        await ws.send(
+            orjson.dumps({"id": topic, "op": "subscribe", "channel": topic, "exchange": "*", "symbol": "*"}).decode()
+        )
+    acks = 0
+    while acks < len(TOPICS):
+        message = await ws.recv()
+        acks += str(message).count('"type":"ack"')
+    return ws
+
+
+async def _count_all(urls: list[str], total: int, start: Callable[[], None]) -> float:
+    """Seconds from ``start()`` until every client received ``total`` frames."""
+    connections = [await _subscribed(url) for url in urls]
+
+    async def receive(ws: websockets.ClientConnection) -> None:
+        got = 0
+        async for message in ws:
+            assert isinstance(message, str)
+            got += message.count('"type":"data"')
+            if got >= total:
+                return
+
+    began = time.perf_counter()
+    start()
+    await asyncio.gather(*(receive(ws) for ws in connections))
+    elapsed = time.perf_counter() - began
+    for ws in connections:
+        await ws.close()
+    return elapsed
+
+
+def _produce(
+    bootstrap: str, stream: list[Message], rate: float | None, sent: dict[tuple[str, int, int], float]
+) -> None:
+    """Produce the stream (at ``rate`` records/s, or at once), noting each record's produce time by offset."""
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0 if rate else 5, "enable.idempotence": True})
+    began = time.perf_counter()
+    for i, (topic, key, value) in enumerate(stream):
+        if rate:
+            delay = began + i / rate - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+        produced_at = time.perf_counter()
+
+        def delivered(err: Any, msg: Any, at: float = produced_at) -> None:
+            if err is None:
+                sent[(msg.topic(), msg.partition(), msg.offset())] = at
+
+        producer.produce(topic, key=key, value=value, on_delivery=delivered)
+        producer.poll(0)
+    producer.flush(60)
+
+
+async def _latency_clients(url: str, clients: int, total: int, started: threading.Event) -> list[tuple[Any, float]]:
+    """(coordinates, receive time) of every data frame on ``LATENCY_CLIENTS`` of the clients."""
+    connections = [await _subscribed(url) for _ in range(clients)]
+    samples: list[tuple[Any, float]] = []
+
+    async def receive(ws: websockets.ClientConnection, timed: bool) -> None:
+        got = 0
+        async for message in ws:
+            now = time.perf_counter()
+            assert isinstance(message, str)
+            for line in message.split("\n"):
+                if timed:
+                    frame = orjson.loads(line)
+                    if frame["type"] == "data":
+                        samples.append(((frame["channel"], frame["partition"], frame["offset"]), now))
+                        got += 1
+                elif '"type":"data"' in line:
+                    got += 1
+            if got >= total:
+                return
+
+    started.set()
+    await asyncio.gather(*(receive(ws, i < LATENCY_CLIENTS) for i, ws in enumerate(connections)))
+    for ws in connections:
+        await ws.close()
+    return samples
+
+
+def _kafka_latency(bootstrap: str, stream: list[Message], rate: float) -> list[float]:
+    """Produce-to-consume latencies of a plain consumer (the baseline)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench", "fetch.wait.max.ms": 50})
+    metadata = consumer.list_topics(timeout=10)
+    consumer.assign([TopicPartition(t, p, OFFSET_END) for t in TOPICS for p in metadata.topics[t].partitions])
+    consumer.poll(1.0)
+    sent: dict[tuple[str, int, int], float] = {}
+    producer = threading.Thread(target=_produce, args=(bootstrap, stream, rate, sent))
+    producer.start()
+    received: list[tuple[Any, float]] = []
+    while len(received) < len(stream):
+        first = consumer.poll(0.5)  # as the broadcaster polls: wait for one, then drain without waiting
+        batch = [first, *consumer.consume(999, 0)] if first is not None else []
+        for msg in batch:
+            if msg.error() is None:
+                received.append(((msg.topic(), msg.partition(), msg.offset()), time.perf_counter()))
+    producer.join()
+    consumer.close()
+    return [(at - sent[coords]) * 1000 for coords, at in received if coords in sent]
+
+
+def serve_bare(frames_path: str, port: int, clients: int, message_chars: int = 65_536) -> None:
+    """The baseline server: sends the frames (one per line of the file) to every client once all subscribed."""
+    frames = Path(frames_path).read_text().splitlines()
+    messages: list[str] = []
+    batch: list[str] = []
+    size = 0
+    for frame in frames:
+        batch.append(frame)
+        size += len(frame) + 1
+        if size >= message_chars:
+            messages.append("\n".join(batch))
+            batch, size = [], 0
+    if batch:
+        messages.append("\n".join(batch))
+    everyone: dict[str, Any] = {"count": 0, "event": None}
+
+    async def endpoint(ws: WebSocket) -> None:
+        await ws.accept()
+        if everyone["event"] is None:
+            everyone["event"] = asyncio.Event()
+        for _ in TOPICS:
+            await ws.receive_text()
+            await ws.send_text('{"type":"ack"}')
+        everyone["count"] += 1
+        if everyone["count"] == clients:
+            everyone["event"].set()
+        await everyone["event"].wait()
+        for message in messages:
+            await ws.send_text(message)
+        await ws.receive()
+
+    app = Starlette(routes=[WebSocketRoute("/ws", endpoint)])
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", ws_per_message_deflate=False)
+
+
+def _bare_rate(frames: list[str], clients: int, workdir: Path) -> float:
+    import socket
+    import sys
+
+    path = workdir / "frames.jsonl"
+    path.write_text("\n".join(frames))
+    port = free_port()
+    argv = [
+        sys.executable,
+        "-m",
+        "benchmarks.broadcaster",
+        "--serve-bare",
+        str(path),
+        "--port",
+        str(port),
+        "--clients",
+        str(clients),
+    ]
+    with ManagedProcess("bare", argv, workdir / "bare.log", cwd=REPO):
+
+        def listening() -> bool:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return True
+
+        wait_until(listening, 30, "bare server")
+        elapsed = asyncio.run(_count_all([f"ws://127.0.0.1:{port}/ws"] * clients, len(frames), lambda: None))
+    return len(frames) * clients / elapsed
+
+
+def _broadcaster(bootstrap: str, workdir: Path) -> tuple[ManagedProcess, int]:
+    import os
+    import sys
+    import urllib.request
+
+    port = free_port()
+    env = {
+        **os.environ,
+        "KAFKA_BROKERS": bootstrap,
+        "PYTHONPATH": str(REPO),
+        "BROADCASTER_PORT": str(port),
+        "BROADCASTER_TOPICS": ",".join(TOPICS),
+        "BROADCASTER_QUEUE_LENGTH": "100000",
+    }
+    process = ManagedProcess(
+        "broadcaster", [sys.executable, "-m", "broadcaster"], workdir / "broadcaster.log", env, REPO
+    )
+    process.start()
+
+    def ready() -> bool:
+        process.check_alive()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=2) as response:
+            return bool(response.status == 200)
+
+    wait_until(ready, 60, "broadcaster")
+    return process, port
+
+
+def measure(clients: int = 100) -> list[Figure]:
+    stream = _stream()
+    with tempfile.TemporaryDirectory() as tmp, TansuBroker(Path(tmp)) as kafka:
+        ensure_topics(Settings(kafka_brokers=kafka.bootstrap, topic_partitions="default=3"), TOPICS)
+        process, port = _broadcaster(kafka.bootstrap, Path(tmp))
+        try:
+            url = f"ws://127.0.0.1:{port}/ws"
+            sent: dict[tuple[str, int, int], float] = {}
+            producer = threading.Thread(target=_produce, args=(kafka.bootstrap, stream, None, sent))
+            elapsed = asyncio.run(_count_all([url] * clients, len(stream), producer.start))
+            producer.join()
+            deliveries = len(stream) * clients / elapsed
+            rate = deliveries / clients / 2
+            sample = stream[: int(rate * 8)]
+            started = threading.Event()
+            sent = {}
+
+            def produce_when_subscribed() -> None:
+                started.wait(60)
+                _produce(kafka.bootstrap, sample, rate, sent)
+
+            producer = threading.Thread(target=produce_when_subscribed)
+            producer.start()
+            samples = asyncio.run(_latency_clients(url, clients, len(sample), started))
+            producer.join()
+            latencies = [(at - sent[coords]) * 1000 for coords, at in samples if coords in sent]
+            baseline = _kafka_latency(kafka.bootstrap, sample, rate)
+        finally:
+            process.stop()
+        frames = [
+            orjson.dumps({"type": "data", "channel": t, "key": k.decode(), "data": codec_for(t).decode(v)}).decode()
+            for t, k, v in stream
+        ]
+        bare = _bare_rate(frames, clients, Path(tmp))
+    return [
+        Figure(f"deliveries/s to {clients} clients (1 process)", deliveries, "records/s", bare, "bare websocket send"),
+        Figure(
+            f"latency p50 at {rate:,.0f} records/s",
+            _percentile(latencies, 50),
+            "ms",
+            _percentile(baseline, 50),
+            "Kafka produce-to-consume p50",
+        ),
+        Figure(
+            f"latency p99 at {rate:,.0f} records/s",
+            _percentile(latencies, 99),
+            "ms",
+            _percentile(baseline, 99),
+            "Kafka produce-to-consume p99",
+        ),
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=100)
+    parser.add_argument("--serve-bare", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_bare:
+        serve_bare(args.serve_bare, args.port, args.clients)
+        return
+    info = machine()
+    print(f"machine: {info['cpus']} cpus, Python {info['python']}, {info['machine']}")
+    for fig in measure(args.clients):
+        print(f"{fig.name}: {fig.value:,.1f} {fig.unit}")
+        print(f"  baseline ({fig.baseline_name}): {fig.baseline:,.1f} {fig.unit}")
+        print(f"  ratio: {fig.ratio:.3f}")
+
+
+if __name__ == "__main__":
+    main()
