@@ -1,4 +1,7 @@
-"""Registry of venue protocols. Adding a venue means adding one module here and listing its `VENUES`."""
+"""Registry of venue protocols. Adding a venue means adding one module (or package) here and listing it below.
+
+Each name is imported as ``operators.venues.<name>`` and must provide ``VENUES``; see ``README.md`` for the layout.
+"""
 
 from __future__ import annotations
 

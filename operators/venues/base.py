@@ -1,6 +1,6 @@
 """The shape every venue protocol module follows.
 
-A venue module provides two classes and registers them in a `Venue`:
+A venue module (or package, see ``README.md``) provides two classes and registers them in a `Venue`:
 
 * a `Framer`: what a collector session sees (connections opened, frames sent and received, REST responses) in,
   raw envelopes attributed to instruments out. It is the only place that knows how a frame names its

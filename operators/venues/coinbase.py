@@ -22,7 +22,11 @@ Sequence rules (Coinbase sends no book checksum):
   frame's own envelopes. A new connection (reconnect) starts counting afresh.
 * The normalizer also requires the ``sequence_num`` of its instrument's book frames to increase (this catches
   reordering after keying); otherwise the book resyncs with a ``gap`` reason. After any resync no update is
-  published until the next ``l2_data`` snapshot event (live, the collector resubscribes).
+  published until the next ``l2_data`` snapshot event. Coinbase sends one only when ``level2`` is subscribed,
+  and nothing feeds a resync back to the collector, so live the book stays out of sync until its connection is
+  replaced and the new session subscribes again: after a lost or closed connection, or at a planned rotation,
+  which happens only when ``COLLECTOR_ROTATION_INTERVAL_S`` is set (`CoinbaseLive` declares no
+  ``rotate_after_s``).
 
 Venue semantics decided here:
 

@@ -32,7 +32,9 @@ Live (`GeminiLive`): v2 only, one ``{"type":"subscribe","subscriptions":[{"name"
 Gemini sends heartbeats, so websocket pings suffice. ``/v1/symbols`` lists the venue symbols.
 
 Symbols come from the ``/v1/symbols/details/<symbol>`` responses in the capture (``product_type`` ``swap`` is a
-perpetual); without them ``...PERP`` names are perpetuals and the rest splits by known quote currency.
+perpetual); without them ``...PERP`` names are perpetuals and the rest splits by known quote currency. A name
+ending in no quote currency of ``operators.symbols.KNOWN_QUOTES`` keeps the venue symbol, upper-cased, as its
+symbol, so a new Gemini market is still collected and normalized.
 """
 
 from __future__ import annotations
@@ -106,7 +108,11 @@ class GeminiFramer(Framer):
     def instrument(self, venue_symbol: str) -> Instrument:
         inst = self.table.get(venue_symbol)
         if inst is None:
-            inst = Instrument(self.exchange, self.symbol_from_name(venue_symbol), venue_symbol)
+            try:
+                symbol = self.symbol_from_name(venue_symbol)
+            except ValueError:  # no known quote currency: keep the venue's own name rather than fail
+                symbol = venue_symbol.upper()
+            inst = Instrument(self.exchange, symbol, venue_symbol)
             self.table[venue_symbol] = inst
         return inst
 

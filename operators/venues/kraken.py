@@ -18,10 +18,12 @@ Channels:
   top 10 bids (descending), each level as its price and volume strings with the ``.`` removed and leading zeros
   stripped. It is computed from the venue's original strings, never from floats: the book (``keep_text``)
   stores each level's strings already in that checksum form, so a checksum only joins 20 stored strings. A
-  mismatch publishes a ``resync`` ("checksum mismatch") and nothing more until the next snapshot (Kraken sends
-  one only on (re)subscribe, so the collector must resubscribe the pair). Event time is the latest level
-  timestamp of the snapshot or update (compared as strings: with 10-digit epoch seconds lexicographic order is
-  numeric order).
+  mismatch publishes a ``resync`` ("checksum mismatch") and nothing more until the next snapshot. Kraken sends
+  one only when the pair is subscribed, and nothing feeds a resync back to the collector, so live the book stays
+  out of sync until its connection is replaced and the new session subscribes again: after a lost or closed
+  connection, or at a planned rotation, which happens only when ``COLLECTOR_ROTATION_INTERVAL_S`` is set
+  (`KrakenLive` declares no ``rotate_after_s``). Event time is the latest level timestamp of the snapshot or
+  update (compared as strings: with 10-digit epoch seconds lexicographic order is numeric order).
 * ``trade``: ``[price, volume, time, side b|s, orderType m|l, misc]``; ``side`` is the taker side. v1 trades have
   no id: ``trade_id`` is ``"<time>-<n>"`` with ``time`` the venue's time string and ``n`` the 0-based ordinal of
   the trade among this pair's trades carrying that same time (counted across frames), so ids are unique and

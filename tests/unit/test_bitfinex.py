@@ -4,6 +4,7 @@ connection-wide SEQ_ALL sequence, and (on small captures written here) the chann
 from __future__ import annotations
 
 import json
+import pickle
 import subprocess
 import sys
 import zlib
@@ -13,7 +14,9 @@ from typing import Any
 
 import pytest
 
-from operators.venues.bitfinex import js_number, symbol_from_venue
+from operators.symbols import Instrument
+from operators.venues.base import NormalizerSettings
+from operators.venues.bitfinex import BitfinexNormalizer, js_number, symbol_from_venue
 from tests.support import capture, envelopes, lob_actions, normalize, raw_lines, records, recv_messages, replay_books
 
 BITFINEX = capture("BITFINEX")
@@ -287,3 +290,13 @@ def test_numbers_print_as_javascript_does(value: float, text: str) -> None:
 )  # fmt: skip
 def test_symbols(venue_symbol: str, symbol: str) -> None:
     assert symbol_from_venue(venue_symbol) == symbol
+
+
+def test_recovery_snapshots_name_the_normalizer_by_the_venue_package() -> None:
+    """Pickled state keeps the class path from before the venue became a package
+    (``operators.venues.bitfinex``), so recovery snapshots load whichever side of the split took them."""
+    normalizer = BitfinexNormalizer(Instrument("bitfinex", "BTC.USD", "tBTCUSD"), NormalizerSettings())
+    blob = pickle.dumps(normalizer, protocol=pickle.HIGHEST_PROTOCOL)
+    assert BitfinexNormalizer.__module__ == "operators.venues.bitfinex"
+    assert b"operators.venues.bitfinex.normalizer" not in blob
+    assert type(pickle.loads(blob)) is BitfinexNormalizer

@@ -372,3 +372,13 @@ def test_instrument_lists_name_dated_futures() -> None:
     assert framer.instrument("linear", "BTCUSDT-14AUG26").symbol == "BTC.USDT-20260814"
     assert framer.instrument("linear", "BTCPERP").symbol == "BTC.USDC-PERP"
     assert framer.instrument("spot", "ETHUSDT").symbol == "ETH.USDT"
+
+
+def test_recovery_snapshots_name_the_normalizer_by_the_venue_package() -> None:
+    """Pickled state keeps the class path from before the venue became a package
+    (``operators.venues.bybit``), so recovery snapshots load whichever side of the split took them."""
+    normalizer = BybitNormalizer(Instrument("bybit", "BTC.USDT", "BTCUSDT"), NormalizerSettings())
+    blob = pickle.dumps(normalizer, protocol=pickle.HIGHEST_PROTOCOL)
+    assert BybitNormalizer.__module__ == "operators.venues.bybit"
+    assert b"operators.venues.bybit.normalizer" not in blob
+    assert type(pickle.loads(blob)) is BybitNormalizer

@@ -341,3 +341,13 @@ def test_offline_command(notes: list[Any], tmp_path: Path) -> None:
     assert topics["trades"] == trades == 0  # the recording holds no trades
     assert topics["ticker"] == sum(1 for n in notes if n["channel"].startswith("ticker."))
     assert topics["lob"] >= sum(1 for n in notes if n["channel"].startswith("book."))
+
+
+def test_recovery_snapshots_name_the_normalizer_by_the_venue_package() -> None:
+    """Pickled state keeps the class path from before the venue became a package
+    (``operators.venues.deribit``), so recovery snapshots load whichever side of the split took them."""
+    normalizer = DeribitNormalizer(Instrument("deribit", "BTC.USD-PERP", "BTC-PERPETUAL"), NormalizerSettings())
+    blob = pickle.dumps(normalizer, protocol=pickle.HIGHEST_PROTOCOL)
+    assert DeribitNormalizer.__module__ == "operators.venues.deribit"
+    assert b"operators.venues.deribit.normalizer" not in blob
+    assert type(pickle.loads(blob)) is DeribitNormalizer

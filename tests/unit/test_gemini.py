@@ -14,7 +14,9 @@ import pytest
 
 from operators.dead_letter import SourceRef
 from operators.normalize import NormalizeLogic
+from operators.symbols import Instrument, split_concatenated
 from operators.venues.base import NormalizerSettings
+from operators.venues.gemini import GeminiFramer
 from tests.support import capture, envelopes, lob_actions, normalize, raw_lines, records, recv_messages, replay_books
 
 GEMINI = capture("GEMINI")
@@ -245,6 +247,39 @@ def test_v1_feed_and_its_socket_sequence(tmp_path: Path) -> None:
         ("11", "sell", 3641.61),  # the maker was the bid: the taker sold
         ("12", "buy", 3641.62),
     ]
+
+
+#: A made-up market: ``QQX`` is no quote currency the pipeline knows.
+NEW_MARKET_TRADE = (
+    '{"event_id":1,"price":"1.25","quantity":"40","side":"sell","symbol":"ZORPQQX","tid":77,"timestamp":1786313194672,'
+    '"type":"trade"}'
+)
+
+
+def test_a_market_with_an_unknown_quote_currency_keeps_the_venue_symbol(tmp_path: Path) -> None:
+    """A new Gemini market whose quote is not in KNOWN_QUOTES is named by its venue symbol instead of failing."""
+    with pytest.raises(ValueError):
+        split_concatenated("ZORPQQX")
+    framer = GeminiFramer("gemini")
+    assert framer.instrument("ZORPQQX") == Instrument("gemini", "ZORPQQX", "ZORPQQX")
+    assert framer.instrument("zorpqqxperp") == Instrument("gemini", "ZORPQQXPERP", "zorpqqxperp")
+    framer.on_http("https://api.gemini.com/v1/symbols", '["btcusd","zorpqqy"]', 0)
+    assert {inst.symbol for inst in framer.known_instruments()} >= {"BTC.USD", "ZORPQQY"}
+
+    events = [
+        {"t": "connect", "conn": "v2", "ts": 1.0, "addr": "wss://api.gemini.com/v2/marketdata"},
+        _recv("v2", NEW_MARKET_TRADE, 1.1),
+    ]
+    outs = normalize(envelopes(_write_capture(tmp_path / "new_market.jsonl", events)))
+    assert not records(outs, "dead_letter")
+    (trade,) = records(outs, "trades", "gemini:ZORPQQX")
+    assert (trade["symbol"], trade["venue_symbol"], trade["trade_id"], trade["side"]) == (
+        "ZORPQQX",
+        "ZORPQQX",
+        "77",
+        "sell",
+    )
+    assert (trade["price"], trade["size"], trade["event_timestamp"]) == (1.25, 40.0, 1786313194672000)
 
 
 def test_offline_command(tmp_path: Path, messages: list[Any]) -> None:

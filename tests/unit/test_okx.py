@@ -401,3 +401,13 @@ def test_offline_command_writes_every_trade(tmp_path: Path) -> None:
     topics = Counter(json.loads(line)["topic"] for line in out.read_text().splitlines())
     assert topics["trades"] == sum(len(m["data"]) for m in _pushes("trades"))
     assert topics[DEAD_LETTER] == 0
+
+
+def test_recovery_snapshots_name_the_normalizer_by_the_venue_package() -> None:
+    """Pickled state keeps the class path from before the venue became a package
+    (``operators.venues.okx``), so recovery snapshots load whichever side of the split took them."""
+    normalizer = OkxNormalizer(Instrument("okx", "BTC.USDT", "BTC-USDT"), NormalizerSettings())
+    blob = pickle.dumps(normalizer, protocol=pickle.HIGHEST_PROTOCOL)
+    assert OkxNormalizer.__module__ == "operators.venues.okx"
+    assert b"operators.venues.okx.normalizer" not in blob
+    assert type(pickle.loads(blob)) is OkxNormalizer
