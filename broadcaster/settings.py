@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from connectors.config import ConfigError
+from connectors.config import load_settings as load_env_settings
 from schemas import CEX_TOPICS, CHAIN_TOPICS
 
 __all__ = ["BroadcasterSettings", "load_settings"]
@@ -139,10 +139,4 @@ class BroadcasterSettings(BaseSettings):
 
 def load_settings() -> BroadcasterSettings:
     """Settings from the environment; raises ConfigError naming every invalid variable."""
-    try:
-        return BroadcasterSettings()
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']).upper() or 'config'}: {err['msg']}" for err in exc.errors()
-        )
-        raise ConfigError(f"invalid broadcaster configuration: {problems}") from None
+    return load_env_settings(BroadcasterSettings, "broadcaster configuration")

@@ -12,10 +12,10 @@ from functools import cache
 from typing import Any, Literal
 
 import fsspec
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from connectors.config import ConfigError
+from connectors.config import load_settings
 
 __all__ = ["ArchiveSettings", "archive_settings"]
 
@@ -123,10 +123,4 @@ class ArchiveSettings(BaseSettings):
 @cache
 def archive_settings() -> ArchiveSettings:
     """The process's archive settings; raises ConfigError listing every invalid variable."""
-    try:
-        return ArchiveSettings()
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']).upper() or 'config'}: {err['msg']}" for err in exc.errors()
-        )
-        raise ConfigError(f"invalid archive configuration: {problems}") from None
+    return load_settings(ArchiveSettings, "archive configuration")

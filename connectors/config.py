@@ -7,16 +7,30 @@ variable names in lower case.
 from __future__ import annotations
 
 from functools import cache
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["ConfigError", "Settings", "settings"]
+__all__ = ["ConfigError", "Settings", "load_settings", "settings"]
 
 
 class ConfigError(RuntimeError):
     """Configuration that cannot work, with every problem listed."""
+
+
+SettingsT = TypeVar("SettingsT", bound=BaseSettings)
+
+
+def load_settings(cls: type[SettingsT], what: str = "configuration", **overrides: Any) -> SettingsT:
+    """``cls`` from the environment (``overrides`` taking precedence); ConfigError names every invalid variable."""
+    try:
+        return cls(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']).upper() or what}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"invalid {what}: {problems}") from None
 
 
 class Settings(BaseSettings):
@@ -26,26 +40,32 @@ class Settings(BaseSettings):
 
     # -- Kafka -----------------------------------------------------------------------------------------------
     kafka_brokers: str = Field("127.0.0.1:9092", description="Comma-separated bootstrap servers.")
-    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
-    kafka_sasl_username: str | None = None
-    kafka_sasl_password: str | None = None
-    kafka_ssl_ca_location: str | None = None
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL."
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        None, description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (with a SASL protocol)."
+    )
+    kafka_sasl_username: str | None = Field(None, description="SASL user name.")
+    kafka_sasl_password: str | None = Field(None, description="SASL password (keep it in a Secret).")
+    kafka_ssl_ca_location: str | None = Field(
+        None, description="CA certificate file that signed the brokers' certificates."
+    )
     schema_registry_url: str | None = Field(
         None, description="Confluent Schema Registry URL; unset = registry-free Avro single-object encoding."
     )
     topic_partitions: str = Field(
         "default=4,raw=8", description="Partitions per topic when the pipeline creates topics: name=count,..."
     )
-    topic_replication: int = Field(1, ge=1)
+    topic_replication: int = Field(1, ge=1, description="Replication factor of topics the pipeline creates.")
     kafka_max_message_bytes: int = Field(
         16 * 1024 * 1024,
         ge=1_000_000,
         description="Largest record produced (a Coinbase level-2 snapshot frame is ~6 MB); set on created topics.",
     )
-    raw_topic: str = "raw"
-    dead_letter_topic: str = "dead_letter"
-    consumer_batch_size: int = Field(1000, ge=1)
+    raw_topic: str = Field("raw", description="Topic of raw venue frames (collectors and replay write it).")
+    dead_letter_topic: str = Field("dead_letter", description="Topic of rejected inputs, each with its reason.")
+    consumer_batch_size: int = Field(1000, ge=1, description="Most records a Kafka input hands a flow at once.")
     kafka_stop_at_end: bool = Field(
         False, description="Flows stop when they reach the end of their input topics (backfills, tests)."
     )
@@ -121,10 +141,4 @@ class Settings(BaseSettings):
 @cache
 def settings() -> Settings:
     """The process's settings; raises ConfigError listing every invalid variable."""
-    try:
-        return Settings()
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']).upper() or 'config'}: {err['msg']}" for err in exc.errors()
-        )
-        raise ConfigError(f"invalid configuration: {problems}") from None
+    return load_settings(Settings)

@@ -11,10 +11,10 @@ from functools import cache
 from typing import Self
 
 import sqlalchemy as sa
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 from sqlalchemy.engine import URL
 
-from connectors.config import ConfigError, Settings
+from connectors.config import ConfigError, Settings, load_settings
 from connectors.postgres_writer import WriteMethod
 from schemas.sql import TABLE_KEYS
 
@@ -134,10 +134,4 @@ class PostgresLoaderSettings(Settings):
 @cache
 def loader_settings() -> PostgresLoaderSettings:
     """The process's loader settings; raises ConfigError listing every invalid variable."""
-    try:
-        return PostgresLoaderSettings()
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']).upper() or 'config'}: {err['msg']}" for err in exc.errors()
-        )
-        raise ConfigError(f"invalid configuration: {problems}") from None
+    return load_settings(PostgresLoaderSettings, "Postgres loader configuration")

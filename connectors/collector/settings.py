@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any, Self
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from connectors.config import ConfigError
+from connectors.config import load_settings
 
 __all__ = ["CollectorSettings", "collector_settings", "endpoint_origin", "load_collector_settings", "parse_endpoints"]
 
@@ -118,13 +118,7 @@ class CollectorSettings(BaseSettings):
 
 def load_collector_settings(**overrides: Any) -> CollectorSettings:
     """Settings from the environment, ``overrides`` taking precedence; ConfigError lists every invalid one."""
-    try:
-        return CollectorSettings(**overrides)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']).upper() or 'collector'}: {err['msg']}" for err in exc.errors()
-        )
-        raise ConfigError(f"invalid collector configuration: {problems}") from None
+    return load_settings(CollectorSettings, "collector configuration", **overrides)
 
 
 @cache

@@ -9,10 +9,10 @@ from __future__ import annotations
 from functools import cache
 from typing import Self
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from connectors.config import ConfigError
+from connectors.config import load_settings
 from connectors.evm.rpc import RetryPolicy
 
 __all__ = ["EvmSettings", "evm_settings"]
@@ -98,10 +98,4 @@ class EvmSettings(BaseSettings):
 @cache
 def evm_settings() -> EvmSettings:
     """The process's Ethereum settings; raises ConfigError listing every invalid variable."""
-    try:
-        return EvmSettings()
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']).upper() or 'config'}: {err['msg']}" for err in exc.errors()
-        )
-        raise ConfigError(f"invalid configuration: {problems}") from None
+    return load_settings(EvmSettings, "Ethereum configuration")

@@ -1,173 +1,105 @@
 """Run the whole pipeline on its embedded default and say where the results are.
 
-    python -m embedded.demo [--duration SECONDS] [--workdir var/demo] [--keep-running]
+    python -m embedded.demo [--speed 1] [--duration SECONDS] [--serve] [--workdir var/demo]
 
-Starts a Tansu broker, runs ``flows.normalize_cex`` (with Bytewax recovery) and replays the recorded captures
-shipped in ``data/`` through ``flows.replay``, exactly as live collectors would feed it. Progress is printed
-while it runs; at the end (all input normalized, ``--duration`` elapsed, or Ctrl-C) every process is stopped
-and a summary lists records per topic, dead letters with their reasons, and the files it wrote.
+Exchange simulators replay the recorded captures in ``data/cex`` over real websockets at their recorded pace
+and a local JSON-RPC node serves the recorded Ethereum blocks in ``data/ethereum``; the collectors, normalizers,
+archives, Postgres loader and broadcaster process them as they would live venues and a live node. Progress is
+printed while it runs. It stops once the recorded input is fully processed (or after ``--duration``, or on
+Ctrl-C) and prints a summary; ``--serve`` keeps everything running after the input is processed, for the web
+page and SQL, until Ctrl-C.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import signal
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 
-import orjson
-from confluent_kafka import Consumer, TopicPartition
+from connectors.configuration import check_all
+from embedded.demo.report import Progress, progress, render, summarize
+from embedded.demo.stack import ROTATE_SECONDS, Stack, prepare_workdir
 
-from connectors.config import Settings
-from connectors.kafka import TopicError, ensure_topics, read_topic
-from embedded.kafka import TansuBroker
-from embedded.process import ManagedProcess
-from schemas import CEX_TOPICS
-
-REPO = Path(__file__).resolve().parents[1]
-CAPTURES = sorted((REPO / "data" / "cex" / "cryptofeed").glob("*.jsonl.zst"))
-HFTBACKTEST = REPO / "data" / "cex" / "hftbacktest" / "binance-spot-btcusdt-20240808.gz"
+REPO = Path(__file__).resolve().parents[2]
+TICK_S = 3.0
+#: After the recorded input is sent, how long the pipeline may take to drain before the demo gives up waiting.
+DRAIN_LIMIT_S = 180.0
+#: Seconds without any change, once the input is sent, that mean everything is processed (archives included).
+QUIET_S = ROTATE_SECONDS + 2 * TICK_S
 
 
-def _flow(name: str, spec: str, env: dict[str, str], workdir: Path, *args: str) -> ManagedProcess:
-    argv = [sys.executable, "-m", "bytewax.run", spec, *args]
-    return ManagedProcess(name, argv, workdir / "logs" / f"{name}.log", env=env, cwd=REPO).start()
+def say(message: str) -> None:
+    print(f"  {message}", flush=True)
 
 
-def _floors(bootstrap: str, topics: list[str]) -> dict[str, int]:
-    """Records per topic as the broker reports them (a floor: see connectors.kafka.read_topic)."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "demo-progress"})
-    try:
-        metadata = consumer.list_topics(timeout=5).topics
-        counts = {}
-        for topic in topics:
-            if topic in metadata:
-                counts[topic] = sum(
-                    consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=5)[1]
-                    for p in metadata[topic].partitions
-                )
-        return counts
-    finally:
-        consumer.close()
+def watch(stack: Stack, duration: float | None) -> bool:
+    """Print progress until the input is processed or ``duration`` passes; True when everything drained."""
+    started = time.monotonic()
+    sent_at: float | None = None
+    last: Progress | None = None
+    quiet_since = time.monotonic()
+    while True:
+        time.sleep(TICK_S)
+        stack.check()
+        now = time.monotonic()
+        current = progress(stack)
+        print(current.line(now - started), flush=True)
+        if current != last:
+            last, quiet_since = current, now
+        if sent_at is None and stack.recorded_input_sent():
+            sent_at = now
+            say("all recorded input sent; waiting for the pipeline to drain ...")
+        if sent_at is not None and now - quiet_since >= QUIET_S:
+            return True
+        if sent_at is not None and now - sent_at > DRAIN_LIMIT_S:
+            say(f"still changing {DRAIN_LIMIT_S:.0f}s after the input ended; stopping anyway")
+            return False
+        if duration is not None and now - started >= duration:
+            say(f"--duration {duration:.0f}s reached")
+            return False
 
 
-def _export(config: Settings, workdir: Path) -> dict[str, tuple[int, Path]]:
-    """Decode every standardized topic into ``<workdir>/topics/<topic>.jsonl`` (one record per line)."""
-    out_dir = workdir / "topics"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = {}
-    for topic in (*CEX_TOPICS, config.dead_letter_topic):
+def run(workdir: Path, speed: float, duration: float | None, serve: bool, port: int) -> int:
+    problems = check_all()
+    if problems:
+        print("The configuration cannot work:\n" + "\n".join(f"  - {p}" for p in problems), file=sys.stderr)
+        return 2
+    prepare_workdir(workdir)
+    print(f"marketpipe demo: everything under {workdir}", flush=True)
+    with Stack(workdir, speed, port, say) as stack:
+        started = False
         try:
-            rows = read_topic(config, topic)
-        except TopicError:
-            continue
-        path = out_dir / f"{topic}.jsonl"
-        with path.open("wb") as handle:
-            for row in rows:
-                handle.write(orjson.dumps({"key": row.key, "value": row.value}, default=_bytes_as_text) + b"\n")
-        written[topic] = (len(rows), path)
-    return written
-
-
-def _bytes_as_text(value: object) -> str:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    raise TypeError(type(value).__name__)
-
-
-def run(duration: float | None, workdir: Path, keep_running: bool) -> int:
-    workdir.mkdir(parents=True, exist_ok=True)
-    stop = False
-
-    def _interrupt(signum: int, frame: object) -> None:
-        nonlocal stop
-        stop = True
-
-    signal.signal(signal.SIGINT, _interrupt)
-    signal.signal(signal.SIGTERM, _interrupt)
-    print(f"marketpipe demo: working directory {workdir}")
-    with TansuBroker(workdir / "kafka") as broker:
-        env = {"KAFKA_BROKERS": broker.bootstrap, "PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}
-        config = Settings(kafka_brokers=broker.bootstrap)
-        ensure_topics(config, ["raw", *CEX_TOPICS, config.dead_letter_topic])
-        print(f"  Kafka (Tansu) on {broker.bootstrap}")
-        recovery = workdir / "recovery" / "normalize_cex"
-        if not recovery.exists():
-            recovery.mkdir(parents=True)
-            ManagedProcess(
-                "recovery-init",
-                [sys.executable, "-m", "bytewax.recovery", str(recovery), "1"],
-                workdir / "logs" / "recovery-init.log",
-            ).start().process.wait()  # type: ignore[union-attr]
-        normalize = _flow(
-            "normalize_cex", "flows.normalize_cex:flow", env, workdir, "-r", str(recovery), "-s", "5", "-b", "0"
-        )
-        replay = _flow(
-            "replay",
-            "flows.replay:flow",
-            {**env, "REPLAY_CAPTURES": ",".join(str(p) for p in CAPTURES)},
-            workdir,
-            "-w",
-            "2",
-        )
-        replay_hft = _flow("replay_hftbacktest", f"flows.replay:replay('{HFTBACKTEST}', venue='binance')", env, workdir)
-        print(f"  replaying {len(CAPTURES) + 1} recorded captures (10 venues) into 'raw'; normalizing ...")
-        started = time.monotonic()
-        last: dict[str, int] = {}
-        idle_rounds = 0
-        topics = ["raw", *CEX_TOPICS, config.dead_letter_topic]
-        while not stop:
-            time.sleep(2)
-            for proc in (normalize,):
-                proc.check_alive()
-            counts = _floors(broker.bootstrap, topics)
-            line = "  ".join(f"{t}={counts.get(t, 0):,}" for t in topics if counts.get(t))
-            print(f"  [{time.monotonic() - started:5.0f}s] {line}", flush=True)
-            replaying = replay.running or replay_hft.running
-            idle_rounds = idle_rounds + 1 if (counts == last and not replaying) else 0
-            last = counts
-            if duration is not None and time.monotonic() - started >= duration:
-                break
-            if idle_rounds >= 2 and not keep_running:
-                break
-        for proc in (replay, replay_hft, normalize):
-            proc.stop()
-        print("\nStopped the flows. Exporting the standardized topics ...")
-        written = _export(config, workdir)
-        _summary(config, written, workdir, broker.bootstrap)
+            stack.start()
+            started = True
+            print(f"Live page: {stack.page_url}   (Ctrl-C stops and prints the summary)", flush=True)
+            drained = watch(stack, duration)
+            if drained and serve:
+                print(render(summarize(stack), stack, still_running=True), flush=True)
+                print("\nStill serving (--serve): open the page, query Postgres; Ctrl-C stops.", flush=True)
+                while True:
+                    time.sleep(TICK_S)
+                    stack.check()
+        except KeyboardInterrupt:
+            print("\nInterrupted.", flush=True)
+        say("stopping the flows (collectors first) ...")
+        stack.stop_flows()
+        if started:
+            print(render(summarize(stack), stack, still_running=False), flush=True)
+        say("stopping the servers ...")
+    print("Stopped; nothing is left running.", flush=True)
     return 0
 
 
-def _summary(config: Settings, written: dict[str, tuple[int, Path]], workdir: Path, bootstrap: str) -> None:
-    print("\n=== Summary ===")
-    print("Records per topic (decoded from Kafka, written as JSON Lines):")
-    for topic, (count, path) in written.items():
-        print(f"  {topic:<14} {count:>9,}  {path}")
-    dead_count = written.get(config.dead_letter_topic, (0, None))[0]
-    if dead_count:
-        reasons: Counter[str] = Counter()
-        for row in read_topic(config, config.dead_letter_topic):
-            reasons[f"{row.value['error_type']}: {row.value['reason'][:100]}"] += 1
-        print("Dead letters by reason:")
-        for reason, count in reasons.most_common(10):
-            print(f"  {count:>6}  {reason}")
-    else:
-        print("Dead letters: none")
-    print(f"Logs: {workdir / 'logs'}   Bytewax recovery store: {workdir / 'recovery'}")
-    print(f"The embedded broker ({bootstrap}) stops with the demo; point KAFKA_BROKERS at a real cluster to keep data.")
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Run the pipeline on its embedded default.")
-    parser.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
-    parser.add_argument("--workdir", type=Path, default=REPO / "var" / "demo")
-    parser.add_argument("--keep-running", action="store_true", help="keep running after the input is consumed")
+    parser = argparse.ArgumentParser(prog="python -m embedded.demo", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workdir", type=Path, default=REPO / "var" / "demo", help="replaced on every run")
+    parser.add_argument("--speed", type=float, default=1.0, help="playback speed of the recordings (0 = no pauses)")
+    parser.add_argument("--duration", type=float, default=None, help="stop after this many seconds at most")
+    parser.add_argument("--serve", action="store_true", help="keep running after the input is processed")
+    parser.add_argument("--port", type=int, default=8080, help="broadcaster port (a free one if taken)")
     args = parser.parse_args()
-    with contextlib.suppress(KeyboardInterrupt):
-        sys.exit(run(args.duration, args.workdir.resolve(), args.keep_running))
+    sys.exit(run(args.workdir.resolve(), args.speed, args.duration, args.serve, args.port))
 
 
 if __name__ == "__main__":
