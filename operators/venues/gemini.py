@@ -108,6 +108,8 @@ class GeminiFramer(Framer):
     def instrument(self, venue_symbol: str) -> Instrument:
         inst = self.table.get(venue_symbol)
         if inst is None:
+            if not venue_symbol.isalnum():  # Gemini symbols are letters and digits; anything else is corrupt
+                raise ValueError(f"{venue_symbol!r} is not a Gemini symbol")
             try:
                 symbol = self.symbol_from_name(venue_symbol)
             except ValueError:  # no known quote currency: keep the venue's own name rather than fail

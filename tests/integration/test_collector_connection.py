@@ -161,7 +161,7 @@ def test_a_frame_the_framer_fails_on_is_a_dead_letter_and_the_stream_goes_on(tmp
     bad = [line for line in lines if line["t"] == "recv"][40]
     original = bad["data"]
     symbol = orjson.loads(original)["symbol"]
-    bad["data"] = original.replace(f'"symbol":"{symbol}"', '"symbol":"NOQUOTEZZZ"')  # no known quote currency
+    bad["data"] = original.replace(f'"symbol":"{symbol}"', '"symbol":"BTC USD"')  # not a Gemini symbol
     broken = tmp_path / "GEMINI.jsonl"
     broken.write_bytes(b"\n".join(orjson.dumps(line) for line in lines))
     expected = [env for env in envelopes(RECORDED["gemini"].path) if env.frame != original]
@@ -172,6 +172,6 @@ def test_a_frame_the_framer_fails_on_is_a_dead_letter_and_the_stream_goes_on(tmp
 
     ((topic, record),) = collected.dead_letters
     assert (topic, record["flow"], record["exchange"]) == ("dead_letter", "collect_cex", "gemini")
-    assert "framer on_recv failed: ValueError: cannot tell base from quote in 'NOQUOTEZZZ'" in record["reason"]
+    assert "framer on_recv failed: ValueError: 'BTC USD' is not a Gemini symbol" in record["reason"]
     assert record["payload"] == bad["data"].encode()
     assert [(env.key, env.frame) for env in collected.envelopes] == [(env.key, env.frame) for env in expected]
