@@ -176,12 +176,14 @@ def _topic_record(msg: Any, codec: Any) -> TopicRecord:
 
 
 def read_topic(
-    settings: Settings, topic: str, decode: bool = True, timeout: float = 30.0, idle: float = 0.5
+    settings: Settings, topic: str, decode: bool = True, timeout: float = 30.0, idle: float = 1.0
 ) -> list[TopicRecord]:
     """Every record currently in ``topic``, Avro-decoded unless ``decode`` is False.
 
     Reads past the high watermarks until a poll of ``idle`` seconds brings nothing: some brokers (Tansu)
-    report the base offset of the last record batch as the high watermark, so it is a floor, not the end.
+    report the base offset of the last record batch as the high watermark, so it is a floor, not the end, and
+    a partition holding a single batch looks empty (its watermark equals its low offset): every partition is
+    read, whatever its watermark says.
     """
     consumer = Consumer(
         {
@@ -198,23 +200,26 @@ def read_topic(
         floors: dict[int, int] = {}
         for partition in metadata.topics[topic].partitions:
             low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)
-            if high > low:
-                floors[partition] = high
+            floors[partition] = high if high > low else -1  # -1: empty, or (Tansu) one batch that starts at low
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in floors])
         schema_topic = "dead_letter" if topic == settings.dead_letter_topic else topic
         codec = codec_for(schema_topic, settings.schema_registry_url) if decode else None
-        pending = set(floors)
+        pending = {partition for partition, floor in floors.items() if floor >= 0}
+        # A partition whose end is unknown is done only after two empty polls in a row (a slow first fetch).
+        quiet_polls_needed = 2 if len(pending) < len(floors) else 1
+        quiet_polls = 0
         out: list[TopicRecord] = []
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             batch = consumer.consume(10_000, idle)
+            quiet_polls = 0 if batch else quiet_polls + 1
             for msg in batch:
                 if msg.error() is None:
                     record = _topic_record(msg, codec)
                     out.append(record)
                     if record.offset + 1 >= floors[record.partition]:
                         pending.discard(record.partition)
-            if not batch and not pending:
+            if quiet_polls >= quiet_polls_needed and not pending:
                 return out
         raise TopicError(f"timed out reading {topic}: partitions {sorted(pending)} not read to their ends")
     finally:
