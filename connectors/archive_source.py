@@ -40,7 +40,7 @@ def archive_source(settings: Settings, store: ArchiveStore, topics: list[str]) -
         tail=not settings.kafka_stop_at_end,
         # A checkpoint older than the topic's retention resumes at the oldest record still there, never at the
         # end (librdkafka's default), which would skip everything retained.
-        add_config={**settings.kafka_client_config(), "auto.offset.reset": "earliest"},
+        add_config={**settings.kafka_consumer_config(), "auto.offset.reset": "earliest"},
         batch_size=settings.consumer_batch_size,
         raise_on_errors=False,
     )

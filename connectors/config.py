@@ -66,6 +66,13 @@ class Settings(BaseSettings):
     raw_topic: str = Field("raw", description="Topic of raw venue frames (collectors and replay write it).")
     dead_letter_topic: str = Field("dead_letter", description="Topic of rejected inputs, each with its reason.")
     consumer_batch_size: int = Field(1000, ge=1, description="Most records a Kafka input hands a flow at once.")
+    kafka_fetch_wait_max_ms: int = Field(
+        10,
+        ge=0,
+        le=10_000,
+        description="Longest a broker may hold a flow's fetch waiting for data (librdkafka fetch.wait.max.ms): "
+        "low keeps latency low on brokers that hold fetches open (Tansu).",
+    )
     kafka_stop_at_end: bool = Field(
         False, description="Flows stop when they reach the end of their input topics (backfills, tests)."
     )
@@ -120,6 +127,10 @@ class Settings(BaseSettings):
     def partitions_for(self, topic: str) -> int:
         table = dict(item.strip().split("=") for item in self.topic_partitions.split(","))
         return int(table.get(topic, table.get("default", "4")))
+
+    def kafka_consumer_config(self) -> dict[str, str]:
+        """librdkafka settings of the flows' Kafka inputs."""
+        return {**self.kafka_client_config(), "fetch.wait.max.ms": str(self.kafka_fetch_wait_max_ms)}
 
     def kafka_client_config(self) -> dict[str, str]:
         """librdkafka settings shared by producers, consumers and the admin client."""

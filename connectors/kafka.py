@@ -98,7 +98,7 @@ def raw_source(settings: Settings, topics: list[str]) -> KafkaSource:
         settings.brokers,
         topics,
         tail=not settings.kafka_stop_at_end,
-        add_config=settings.kafka_client_config(),
+        add_config=settings.kafka_consumer_config(),
         batch_size=settings.consumer_batch_size,
         raise_on_errors=False,
     )

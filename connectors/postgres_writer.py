@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -110,6 +111,9 @@ class TableWriter:
             f"{timeout}CREATE TEMP TABLE IF NOT EXISTS {self.stage} (LIKE {target} INCLUDING DEFAULTS) "
             "ON COMMIT DELETE ROWS"
         )
+        self.timeout_sql = timeout
+        # Connections (sessions) known to hold the staging table: it is created once per session, not per batch.
+        self._staged: weakref.WeakSet[Any] = weakref.WeakSet()
         self.copy_sql = f"COPY {self.stage} ({columns}) FROM STDIN"
         self.insert_select_sql = insert_select
         self.insert_values_sql = f"{timeout}INSERT INTO {target} ({columns}) VALUES %s{conflict}"
@@ -120,7 +124,8 @@ class TableWriter:
         try:
             with connection.cursor() as cursor:
                 if self.method == "copy":
-                    cursor.execute(self.create_stage_sql)
+                    staged = connection in self._staged
+                    cursor.execute(self.timeout_sql if staged else self.create_stage_sql)
                     cursor.copy_expert(self.copy_sql, io.StringIO(self.encoder.copy_text(rows)))
                     cursor.execute(self.insert_select_sql)
                 else:
@@ -129,6 +134,8 @@ class TableWriter:
                     )
                 written: int = cursor.rowcount
             connection.commit()
+            if self.method == "copy":
+                self._staged.add(connection)  # only once committed: a rolled-back CREATE left no table
         except BaseException:
             _rollback_quietly(connection)
             raise

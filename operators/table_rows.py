@@ -98,7 +98,7 @@ def _float(value: float) -> str:
 
 
 def _float_array(value: list[float]) -> str:
-    text = ",".join(map(repr, value))
+    text = str(value)[1:-1]  # the items' repr, joined by ", " in C (Postgres allows the spaces)
     if "n" in text:  # nan or inf among the items
         text = text.replace("nan", "NaN").replace("inf", "Infinity")
     return "{" + text + "}"
