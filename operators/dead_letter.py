@@ -21,6 +21,10 @@ class SourceRef:
     key: bytes | None = None
     value: bytes | None = None
 
+    def __reduce__(self) -> tuple[type[SourceRef], tuple[Any, ...]]:
+        # Pickled with every envelope routed between workers: a plain tuple of fields is the cheap form.
+        return (SourceRef, (self.topic, self.partition, self.offset, self.key, self.value))
+
 
 def dead_letter(
     flow: str,
