@@ -66,6 +66,12 @@ class Settings(BaseSettings):
     raw_topic: str = Field("raw", description="Topic of raw venue frames (collectors and replay write it).")
     dead_letter_topic: str = Field("dead_letter", description="Topic of rejected inputs, each with its reason.")
     consumer_batch_size: int = Field(1000, ge=1, description="Most records a Kafka input hands a flow at once.")
+    kafka_delivery_timeout_ms: int = Field(
+        300_000,
+        ge=100,
+        description="How long a producer retries a record (librdkafka message.timeout.ms) before the flow stops "
+        "with the error, to restart from its last snapshot.",
+    )
     kafka_fetch_wait_max_ms: int = Field(
         10,
         ge=0,

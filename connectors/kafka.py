@@ -14,6 +14,7 @@ from typing import Any, cast
 import orjson
 from bytewax.connectors.kafka import KafkaError, KafkaSink, KafkaSinkMessage, KafkaSource, KafkaSourceMessage
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from confluent_kafka import KafkaError as BrokerError
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from connectors.config import Settings
@@ -26,12 +27,14 @@ __all__ = [
     "AvroDecoder",
     "AvroEncoder",
     "DeadLetterProducer",
+    "DeliveryError",
     "SourceRecord",
     "TopicError",
     "TopicRecord",
     "ensure_topics",
     "existing_topics",
     "kafka_sink",
+    "raise_on_failed_delivery",
     "raw_source",
     "read_topic",
 ]
@@ -47,6 +50,20 @@ PRODUCER_CONFIG = {
 
 class TopicError(RuntimeError):
     """A topic that should exist does not, or cannot be created."""
+
+
+class DeliveryError(RuntimeError):
+    """Kafka refused a record for good (after the producer's own retries)."""
+
+
+def raise_on_failed_delivery(err: BrokerError | None, msg: Any) -> None:
+    """A producer's ``on_delivery``: a record Kafka did not take stops the flow (raised from poll/flush).
+
+    Without it a refused record would vanish silently; stopped instead, the flow restarts from its last
+    recovery snapshot and produces the record again.
+    """
+    if err is not None:
+        raise DeliveryError(f"Kafka did not take a record for topic {msg.topic()}: {err}")
 
 
 def admin(settings: Settings) -> AdminClient:
@@ -106,12 +123,14 @@ def raw_source(settings: Settings, topics: list[str]) -> KafkaSource:
 
 def kafka_sink(settings: Settings, topic: str | None = None) -> KafkaSink:
     """KafkaSink (at-least-once) to ``topic``, or to the topic each message names when None."""
-    config = {
+    config: dict[str, Any] = {
         **settings.kafka_client_config(),
         **PRODUCER_CONFIG,
         "message.max.bytes": str(settings.kafka_max_message_bytes),
+        "message.timeout.ms": str(settings.kafka_delivery_timeout_ms),
+        "on_delivery": raise_on_failed_delivery,  # librdkafka passes Python callbacks through its config
     }
-    return KafkaSink(settings.brokers, topic, add_config=config)
+    return KafkaSink(settings.brokers, topic, add_config=cast(dict[str, str], config))
 
 
 class AvroEncoder:
@@ -187,7 +206,8 @@ def read_topic(
     """
     consumer = Consumer(
         {
-            **settings.kafka_client_config(),
+            **settings.kafka_consumer_config(),
+            "fetch.error.backoff.ms": "50",
             "group.id": "marketpipe-reader",
             "enable.auto.commit": "false",
             "enable.partition.eof": "false",
@@ -205,8 +225,8 @@ def read_topic(
         schema_topic = "dead_letter" if topic == settings.dead_letter_topic else topic
         codec = codec_for(schema_topic, settings.schema_registry_url) if decode else None
         pending = {partition for partition, floor in floors.items() if floor >= 0}
-        # A partition whose end is unknown is done only after two empty polls in a row (a slow first fetch).
-        quiet_polls_needed = 2 if len(pending) < len(floors) else 1
+        # The end is where two polls in a row bring nothing (watermarks only say where to wait for them).
+        quiet_polls_needed = 2
         quiet_polls = 0
         out: list[TopicRecord] = []
         deadline = time.monotonic() + timeout
@@ -282,6 +302,8 @@ class DeadLetterProducer:
                 **settings.kafka_client_config(),
                 "enable.idempotence": "true",
                 "message.max.bytes": str(settings.kafka_max_message_bytes),
+                "message.timeout.ms": str(settings.kafka_delivery_timeout_ms),
+                "on_delivery": raise_on_failed_delivery,
             }
         )
 
