@@ -4,24 +4,30 @@ from __future__ import annotations
 
 from bytewax.connectors.kafka import KafkaSinkMessage
 
+from connectors.metrics import RECORDS_OUT, count_outputs
 from operators.records import Output
 from schemas.raw import RawEnvelope
 
 __all__ = ["COLLECTOR_FLOW", "keyed_dead_letter", "raw_envelope", "raw_message"]
 
-#: The collector's flow name (in dead letters and logs).
+#: The collector's flow name (in dead letters, logs and metrics).
 COLLECTOR_FLOW = "collect_cex"
+_RAW_OUT = RECORDS_OUT.labels(COLLECTOR_FLOW, "raw")
 
 
 def raw_envelope(item: RawEnvelope | Output) -> RawEnvelope | None:
-    """The item if it is a raw envelope."""
-    return item if isinstance(item, RawEnvelope) else None
+    """The item if it is a raw envelope (counted in ``marketpipe_records_out_total``)."""
+    if isinstance(item, RawEnvelope):
+        _RAW_OUT.inc()
+        return item
+    return None
 
 
 def keyed_dead_letter(item: RawEnvelope | Output) -> tuple[str, Output] | None:
-    """The item, keyed by its venue, if it is a dead letter."""
+    """The item, keyed by its venue, if it is a dead letter (counted by error type)."""
     if isinstance(item, RawEnvelope):
         return None
+    count_outputs(COLLECTOR_FLOW, [item])
     return item[1]["exchange"] or "", item
 
 

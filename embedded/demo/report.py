@@ -38,6 +38,8 @@ class Progress:
 
 #: Per flow, the counter that says how much it did.
 _FLOW_COUNTERS = {
+    "collect_cex": "marketpipe_records_out_total",
+    "collect_evm": "marketpipe_records_out_total",
     "normalize_cex": "marketpipe_records_in_total",
     "normalize_evm": "marketpipe_records_in_total",
     "archive_raw": "marketpipe_archive_records_total",
@@ -67,7 +69,7 @@ def progress(stack: Stack) -> Progress:
     """Records per topic: what the producing flows count (exact), else the broker's watermark."""
     config = stack.settings()
     topics = _watermarks(stack.bootstrap, [config.raw_topic, *CEX_TOPICS, *CHAIN_TOPICS, config.dead_letter_topic])
-    for producer in ("normalize_cex", "collect_evm", "normalize_evm"):
+    for producer in ("collect_cex", "normalize_cex", "collect_evm", "normalize_evm"):
         for topic, count in stack.flows[producer].per_topic("marketpipe_records_out_total").items():
             topics[topic] = max(topics.get(topic, 0), count)
     topics[config.raw_topic] = max(

@@ -70,11 +70,15 @@ def test_the_demo_runs_every_part_and_its_summary_matches_the_archives_and_table
     parquet = _section(lines, "Parquet archive", _PARQUET)
     tables = {name: counts[0] for name, counts in _section(lines, "Postgres tables (rows):", _COUNT).items()}
     assert "all recorded input sent; waiting for the pipeline to drain ..." in result.stdout
+    # The last progress line: what each flow's own counters (its /metrics) said once everything was processed.
+    last_flows = [line for line in lines if line.startswith("        per flow: ")][-1]
+    per_flow = {name: int(count.replace(",", "")) for name, count in re.findall(r"(\w+) ([\d,]+)", last_flows)}
 
     # Every venue's simulator was collected and normalized; the recorded Ethereum blocks were decoded.
     assert topics["trades"] > 1000 and topics["lob"] > 10_000 and topics["ticker"] > 500
     assert topics["ethereum_blocks"] == 2 and topics["token_transfers"] > 100 and topics["dex_swaps"] > 10
     assert "Dead letters: none" in lines
+    assert per_flow["collect_cex"] == per_flow["normalize_cex"] == per_flow["archive_raw"] == topics["raw"]
     # The Parquet archive holds exactly the Kafka records of every standardized topic.
     assert {topic: rows for topic, (_, rows) in parquet.items()} == {
         topic: count for topic, count in topics.items() if count and topic != "raw"
