@@ -8,19 +8,23 @@ from connectors.metrics import RECORDS_OUT, count_outputs
 from operators.records import Output
 from schemas.raw import RawEnvelope
 
-__all__ = ["COLLECTOR_FLOW", "keyed_dead_letter", "raw_envelope", "raw_message"]
+__all__ = ["COLLECTOR_FLOW", "count_envelopes", "keyed_dead_letter", "raw_envelope", "raw_message"]
 
 #: The collector's flow name (in dead letters, logs and metrics).
 COLLECTOR_FLOW = "collect_cex"
 _RAW_OUT = RECORDS_OUT.labels(COLLECTOR_FLOW, "raw")
 
 
+def count_envelopes(batch: list[RawEnvelope | Output]) -> None:
+    """Count a batch's raw envelopes in ``marketpipe_records_out_total`` (once per batch, off the per-record path)."""
+    envelopes = sum(1 for item in batch if isinstance(item, RawEnvelope))
+    if envelopes:
+        _RAW_OUT.inc(envelopes)
+
+
 def raw_envelope(item: RawEnvelope | Output) -> RawEnvelope | None:
-    """The item if it is a raw envelope (counted in ``marketpipe_records_out_total``)."""
-    if isinstance(item, RawEnvelope):
-        _RAW_OUT.inc()
-        return item
-    return None
+    """The item if it is a raw envelope."""
+    return item if isinstance(item, RawEnvelope) else None
 
 
 def keyed_dead_letter(item: RawEnvelope | Output) -> tuple[str, Output] | None:

@@ -25,6 +25,7 @@ import httpx2
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from connectors.collector.connection import Collected, ConnectionOptions, ConnectionRunner
+from connectors.collector.messages import count_envelopes
 from connectors.collector.plan import ConnectionPlan, VenuePlan
 
 __all__ = ["VenueSource"]
@@ -95,6 +96,7 @@ class _ConnectionPartition(StatefulSourcePartition[Collected, None]):
             except queue.Empty:
                 break
         self._idle = not batch
+        count_envelopes(batch)
         return batch
 
     def next_awake(self) -> datetime | None:

@@ -39,7 +39,6 @@ class Progress:
 #: Per flow, the counter that says how much it did.
 _FLOW_COUNTERS = {
     "collect_cex": "marketpipe_records_out_total",
-    "collect_evm": "marketpipe_records_out_total",
     "normalize_cex": "marketpipe_records_in_total",
     "normalize_evm": "marketpipe_records_in_total",
     "archive_raw": "marketpipe_archive_records_total",
@@ -65,17 +64,36 @@ def _watermarks(bootstrap: str, topics: list[str]) -> dict[str, int]:
         consumer.close()
 
 
+Samples = dict[str, float]
+
+
+def _total(samples: Samples, prefix: str) -> int:
+    return int(sum(value for name, value in samples.items() if name.startswith(prefix)))
+
+
+def _per_topic(samples: Samples, prefix: str) -> dict[str, int]:
+    """``topic`` label -> value of the samples named ``prefix``."""
+    counts: dict[str, int] = {}
+    for name, value in samples.items():
+        if name.startswith(prefix) and "topic=" in name:
+            topic = name.split("topic=", 1)[1].split(",", 1)[0].rstrip("}")
+            counts[topic] = counts.get(topic, 0) + int(value)
+    return counts
+
+
 def progress(stack: Stack) -> Progress:
     """Records per topic: what the producing flows count (exact), else the broker's watermark."""
     config = stack.settings()
     topics = _watermarks(stack.bootstrap, [config.raw_topic, *CEX_TOPICS, *CHAIN_TOPICS, config.dead_letter_topic])
-    for producer in ("collect_cex", "normalize_cex", "collect_evm", "normalize_evm"):
-        for topic, count in stack.flows[producer].per_topic("marketpipe_records_out_total").items():
+    samples = {name: flow.metrics() for name, flow in stack.flows.items()}  # one /metrics request per flow
+    # collect_evm is not asked: it reaches its end block and exits within the first tick.
+    for producer in ("collect_cex", "normalize_cex", "normalize_evm"):
+        for topic, count in _per_topic(samples[producer], "marketpipe_records_out_total").items():
             topics[topic] = max(topics.get(topic, 0), count)
     topics[config.raw_topic] = max(
-        topics.get(config.raw_topic, 0), stack.flows["normalize_cex"].total("marketpipe_records_in_total")
+        topics.get(config.raw_topic, 0), _total(samples["normalize_cex"], "marketpipe_records_in_total")
     )
-    flows = {name: stack.flows[name].total(counter) for name, counter in _FLOW_COUNTERS.items()}
+    flows = {name: _total(samples[name], counter) for name, counter in _FLOW_COUNTERS.items()}
     return Progress(topics, flows)
 
 

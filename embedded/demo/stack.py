@@ -85,18 +85,6 @@ class FlowProcess:
         self.last_metrics = samples
         return samples
 
-    def total(self, prefix: str) -> int:
-        return int(sum(value for name, value in self.metrics().items() if name.startswith(prefix)))
-
-    def per_topic(self, prefix: str) -> dict[str, int]:
-        """``topic`` label -> value of the samples named ``prefix``."""
-        counts: dict[str, int] = {}
-        for name, value in self.metrics().items():
-            if name.startswith(prefix) and "topic=" in name:
-                topic = name.split("topic=", 1)[1].split(",", 1)[0].rstrip("}")
-                counts[topic] = counts.get(topic, 0) + int(value)
-        return counts
-
     def check(self) -> None:
         """Raise with the log's tail when the flow died (a flow that ran to its end is fine)."""
         process = self.process.process

@@ -95,16 +95,23 @@ def header_of(block: Any) -> BlockHeader:
         raise MalformedBlock(f"block header unreadable: {exc!r}") from exc
 
 
+def _block_context(header: BlockHeader, chain: str, receipt_ts: int, removed: bool) -> dict[str, Any]:
+    """The fields every chain record carries: where it sits in the chain, when, and whether it was retracted."""
+    return {
+        "chain": chain,
+        "block_number": header.number,
+        "block_hash": header.hash,
+        "event_timestamp": header.timestamp_us,
+        "receipt_timestamp": receipt_ts,
+        "removed": removed,
+    }
+
+
 def _block_record(block: dict[str, Any], header: BlockHeader, chain: str, receipt_ts: int, removed: bool) -> Output:
     return (
         "ethereum_blocks",
         {
-            "chain": chain,
-            "block_number": header.number,
-            "block_hash": header.hash,
-            "event_timestamp": header.timestamp_us,
-            "receipt_timestamp": receipt_ts,
-            "removed": removed,
+            **_block_context(header, chain, receipt_ts, removed),
             "parent_hash": header.parent_hash,
             "miner": _address(block["miner"]),
             "gas_limit": quantity(block["gasLimit"]),
@@ -124,12 +131,7 @@ def _transaction_record(tx: dict[str, Any], header: BlockHeader, chain: str, rec
     return (
         "ethereum_transactions",
         {
-            "chain": chain,
-            "block_number": header.number,
-            "block_hash": header.hash,
-            "event_timestamp": header.timestamp_us,
-            "receipt_timestamp": receipt_ts,
-            "removed": removed,
+            **_block_context(header, chain, receipt_ts, removed),
             "hash": _hex_data(tx["hash"]),
             "transaction_index": quantity(tx["transactionIndex"]),
             "from_address": _address(tx["from"]),
@@ -153,12 +155,7 @@ def _log_record(log: dict[str, Any], header: BlockHeader, chain: str, receipt_ts
     return (
         "ethereum_logs",
         {
-            "chain": chain,
-            "block_number": header.number,
-            "block_hash": header.hash,
-            "event_timestamp": header.timestamp_us,
-            "receipt_timestamp": receipt_ts,
-            "removed": removed,
+            **_block_context(header, chain, receipt_ts, removed),
             "transaction_hash": _hex_data(log["transactionHash"]),
             "transaction_index": quantity(log["transactionIndex"]),
             "log_index": quantity(log["logIndex"]),
