@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import time
 from typing import Any
 
+import msgspec
 import orjson
 
 from benchmarks.common import Figure, Result, Skipped, print_figures
@@ -47,7 +47,7 @@ def _as_agg_trade(env: RawEnvelope) -> RawEnvelope:
     agg |= {"f": d["t"], "l": d["t"], "T": d["T"], "m": d["m"], "M": d["M"]}
     stream = msg["stream"].replace("@trade", "@aggTrade")
     frame = orjson.dumps({"stream": stream, "data": agg}).decode()
-    return dataclasses.replace(env, channel="aggTrade", frame=frame)
+    return msgspec.structs.replace(env, channel="aggTrade", frame=frame)
 
 
 class _RecordedRest:

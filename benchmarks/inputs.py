@@ -9,11 +9,12 @@ every book is bridged to its snapshot and its diffs chain, exactly as for the or
 
 from __future__ import annotations
 
-import dataclasses
 import gzip
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
+
+import msgspec
 
 from benchmarks.common import HFTBACKTEST
 from connectors.capture import capture_envelopes
@@ -50,7 +51,7 @@ def envelopes_for(base: str, limit: int | None = None) -> list[RawEnvelope]:
     if base == "BTC":
         return list(source)
     return [
-        dataclasses.replace(
+        msgspec.structs.replace(
             env,
             symbol=symbol,
             venue_symbol=venue_symbol,
@@ -73,7 +74,7 @@ def interleaved(bases: list[str], per_instrument: int, chunk: int = 100) -> Iter
             lower, venue_symbol, symbol = renames[base]
             for env in block:
                 frame = env.frame.replace("btcusdt@", f"{lower}@").replace('"s":"BTCUSDT"', f'"s":"{venue_symbol}"')
-                yield dataclasses.replace(env, symbol=symbol, venue_symbol=venue_symbol, frame=frame)
+                yield msgspec.structs.replace(env, symbol=symbol, venue_symbol=venue_symbol, frame=frame)
 
 
 def write_capture(path: Path, base: str, limit: int | None = None) -> int:

@@ -10,11 +10,11 @@ import gzip
 import json
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import zstandard
+from msgspec.structs import replace
 
 from connectors.capture import capture_envelopes
 from operators.normalize import normalize_envelopes

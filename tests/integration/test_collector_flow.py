@@ -7,12 +7,12 @@ compared through the mapping they imply), in the same order per instrument and c
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import msgspec
 import orjson
 import pytest
 
@@ -30,7 +30,7 @@ SPEED = 8.0
 
 
 def _bare(env: RawEnvelope) -> RawEnvelope:
-    return dataclasses.replace(env, receipt_ts=0, conn=None, url=None)
+    return msgspec.structs.replace(env, receipt_ts=0, conn=None, url=None)
 
 
 def _target(url: str | None) -> str:

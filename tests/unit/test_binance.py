@@ -7,7 +7,9 @@ from collections import Counter
 from typing import Any
 
 import pytest
+from msgspec.structs import replace
 
+from operators.venues.binance import BinanceNormalizer
 from tests.support import (
     HFTBACKTEST,
     capture,
@@ -151,3 +153,33 @@ def test_periodic_snapshots_reproduce_the_book() -> None:
     start = lob.index(periodic[-1])
     late = replay_books([("k", "lob", r) for r in lob[start:]])["k"]
     assert late.bids == full.bids and late.asks == full.asks
+
+
+@pytest.mark.parametrize("name", ["hftbacktest", "BINANCE", "BINANCE_FUTURES"])
+def test_typed_decoding_gives_the_records_of_the_generic_decode(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    envs = envelopes(HFTBACKTEST, venue="binance") if name == "hftbacktest" else envelopes(capture(name))
+    typed = normalize(envs, snapshot_interval_us=60_000_000)
+    monkeypatch.setattr(BinanceNormalizer, "typed_decoder", lambda self, env: None)
+    assert normalize(envs, snapshot_interval_us=60_000_000) == typed
+
+
+@pytest.mark.parametrize(
+    ("channel", "field", "value"),
+    [("bookTicker", "b", "not a price"), ("trade", "p", None), ("depth@100ms", "b", [["61837.63", "1", "x"]])],
+)
+def test_a_frame_off_its_typed_shape_is_judged_by_the_generic_path(channel: str, field: str, value: Any) -> None:
+    envs = envelopes(HFTBACKTEST, venue="binance")
+    at = next(i for i, env in enumerate(envs) if env.channel == channel and i > 100)
+    frame = json.loads(envs[at].frame)
+    frame["data"][field] = value
+    changed = replace(envs[at], frame=json.dumps(frame, separators=(",", ":")))
+    outs = normalize([*envs[:at], changed, *envs[at + 1 :]])
+    before = normalize(envs[:at])
+    topics = [topic for _, topic, _ in outs[len(before) :]]
+    if channel.startswith("depth"):  # three-element levels are still levels: the update applies as usual
+        assert topics[0] == "lob" and outs[len(before)][2]["action"] == "update"
+        assert "dead_letter" not in topics
+    else:  # a price that is no number is a dead letter naming the frame, and nothing else is lost
+        dead = [record for _, topic, record in outs if topic == "dead_letter"]
+        assert len(dead) == 1 and f"unexpected {channel} frame shape" in dead[0]["reason"]
+        assert len(outs) == len(normalize(envs)) and topics[0] == "dead_letter"

@@ -9,11 +9,11 @@ import pickle
 import subprocess
 import sys
 from collections import Counter, defaultdict
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
+from msgspec.structs import replace
 
 from operators.symbols import Instrument
 from operators.venues.base import NormalizerSettings

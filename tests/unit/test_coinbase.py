@@ -9,12 +9,12 @@ import pickle
 import subprocess
 import sys
 from collections import Counter
-from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from msgspec.structs import replace
 
 from operators.symbols import Instrument
 from operators.venues.base import NormalizerSettings

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pickle
 import subprocess
 import sys
-from dataclasses import replace
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from msgspec.structs import replace
 
 from operators.book import ASK, BID, BookPublisher
 from operators.dead_letter import SourceRef

@@ -14,12 +14,12 @@ import subprocess
 import sys
 import zlib
 from collections import Counter, defaultdict
-from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
+from msgspec.structs import replace
 
 from operators.symbols import Instrument
 from operators.venues.base import NormalizerSettings

@@ -13,12 +13,12 @@ import subprocess
 import sys
 import zlib
 from collections import Counter
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
+from msgspec.structs import replace
 
 from connectors.capture import capture_envelopes
 from operators.symbols import Instrument
