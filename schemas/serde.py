@@ -26,6 +26,7 @@ import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 from schemas import SCHEMA_DIR, load_schema
+from schemas.avro_writer import RecordWriter, Unsupported, compile_writer
 
 __all__ = ["AvroCodec", "SchemaError", "codec_for", "schema_fingerprint"]
 
@@ -72,7 +73,8 @@ class AvroCodec:
         self.topic = topic
         self._registry = registry
         # Records carry timestamps as integer microseconds, so the plain ``long`` schema writes the same bytes as
-        # the logical one, without fastavro's per-field logical-type dispatch (~10% of encoding).
+        # the logical one, without fastavro's per-field logical-type dispatch. Records are written by a writer
+        # compiled from the schema (`schemas.avro_writer`), with fastavro for anything it does not take.
         self._reader = fastavro.parse_schema(_strip_logical_types(load_schema(topic)))
         self._schema = self._reader
         self._registry_readers: dict[int, Any] = {}
@@ -83,6 +85,10 @@ class AvroCodec:
             self._prefix = CONFLUENT_MAGIC + struct.pack(">I", schema_id)
             self._registry_readers[schema_id] = self._reader
         self._write: Callable[..., Any] = fastavro.schemaless_writer
+        try:
+            self._compiled: RecordWriter | None = compile_writer(_strip_logical_types(load_schema(topic)), self._prefix)
+        except Unsupported:
+            self._compiled = None
 
     def _register(self) -> int:
         from confluent_kafka.schema_registry import Schema
@@ -94,6 +100,11 @@ class AvroCodec:
 
     def encode(self, record: dict[str, Any]) -> bytes:
         """Serialize one record; raises SchemaError naming the topic when it does not fit the schema."""
+        if self._compiled is not None:
+            try:
+                return self._compiled(record)
+            except Exception:
+                pass
         buf = io.BytesIO()
         buf.write(self._prefix)
         try:
