@@ -25,12 +25,11 @@ from connectors.capture import CaptureSource, detect_venue, read_capture
 from connectors.config import Settings, settings
 from connectors.kafka import AvroEncoder, ensure_topics, kafka_sink, raw_source
 from connectors.logs import configure_logging
-from connectors.metrics import RECORDS_IN, count_outputs
-from operators.dead_letter import SourceRef, dead_letter
-from operators.normalize import FLOW, Item, logic_builder, parse_raw
+from operators.dead_letter import SourceRef
+from operators.normalize import FLOW, ConsumeError, Item, key_raw_record, logic_builder
 from operators.records import Output
 from operators.venues.base import NormalizerSettings
-from schemas import CEX_TOPICS, DEAD_LETTER
+from schemas import CEX_TOPICS
 from schemas.raw import RawEnvelope
 
 __all__ = ["build", "offline"]
@@ -40,25 +39,14 @@ def _normalizer_settings(config: Settings) -> NormalizerSettings:
     return NormalizerSettings(snapshot_interval_us=int(config.book_snapshot_interval_s * 1_000_000))
 
 
-def _from_kafka(
+def _key_raw(
     msg: KafkaSourceMessage[bytes | None, bytes | None] | KafkaError[bytes | None, bytes | None],
-) -> tuple[str, Item] | Output:
+) -> tuple[str, Item]:
     if isinstance(msg, KafkaError):
         src = msg.msg
         ref = SourceRef(src.topic, src.partition, src.offset, src.key, src.value)
-        return dead_letter(FLOW, "raw_in", f"Kafka consume error: {msg.err}", "kafka_error", ref, src.value or b"")
-    return parse_raw(SourceRef(msg.topic, msg.partition, msg.offset, msg.key, msg.value))
-
-
-def _is_item(parsed: tuple[str, Item] | Output) -> bool:
-    return parsed[0] != DEAD_LETTER
-
-
-def _keyed_dead_letter(parsed: Any) -> tuple[str, Output]:
-    RECORDS_IN.labels(FLOW).inc()
-    count_outputs(FLOW, [parsed])
-    key = parsed[1]["key"]
-    return (key.decode("utf-8", "replace") if key else ""), parsed
+        return (src.key or b"").decode("utf-8", "replace"), ConsumeError(ref, f"Kafka consume error: {msg.err}")
+    return key_raw_record(SourceRef(msg.topic, msg.partition, msg.offset, msg.key, msg.value))
 
 
 def build(config: Settings) -> Dataflow:
@@ -67,12 +55,9 @@ def build(config: Settings) -> Dataflow:
     ensure_topics(config, [config.raw_topic, *CEX_TOPICS, config.dead_letter_topic])
     flow = Dataflow(FLOW)
     raw = op.input("raw_in", flow, raw_source(config, [config.raw_topic]))
-    parsed = op.map("parse_raw", raw, _from_kafka)
-    split = op.branch("split_unusable", parsed, _is_item)
-    normalized = op.stateful_batch("normalize", split.trues, logic_builder(_normalizer_settings(config)))
-    rejected = op.map("key_dead_letters", split.falses, _keyed_dead_letter)
-    outputs = op.merge("all_outputs", normalized, rejected)
-    messages = op.map("avro_encode", outputs, AvroEncoder(config, FLOW))
+    keyed = op.map("key_by_instrument", raw, _key_raw)
+    normalized = op.stateful_batch("normalize", keyed, logic_builder(_normalizer_settings(config)))
+    messages = op.map("avro_encode", normalized, AvroEncoder(config, FLOW))
     op.output("kafka_out", messages, kafka_sink(config))
     return flow
 

@@ -13,6 +13,7 @@ import pickle
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+import msgspec
 from bytewax.operators import StatefulBatchLogic
 
 from connectors.metrics import BOOK_RESYNCS, BOOKS_OUT_OF_SYNC, RECORDS_IN, count_outputs
@@ -23,17 +24,36 @@ from operators.venues import VENUES
 from operators.venues.base import BadFrame, InstrumentNormalizer, NormalizerSettings
 from schemas.raw import EnvelopeError, RawEnvelope
 
-__all__ = ["FLOW", "Item", "NormalizeLogic", "logic_builder", "normalize_envelopes", "parse_raw"]
+__all__ = [
+    "FLOW",
+    "ConsumeError",
+    "Item",
+    "NormalizeLogic",
+    "key_raw_record",
+    "logic_builder",
+    "normalize_envelopes",
+    "read_envelope",
+]
 
 FLOW = "normalize_cex"
 LOG = logging.getLogger(__name__)
 
-#: What flows into the normalize step for one key.
-Item = tuple[RawEnvelope, SourceRef]
+
+class ConsumeError(msgspec.Struct, frozen=True, gc=False):
+    """A raw record Kafka could not deliver intact; the normalize step dead-letters it under its key."""
+
+    source: SourceRef
+    reason: str
 
 
-def parse_raw(source: SourceRef) -> tuple[str, Item] | Output:
-    """A raw Kafka value as ``(instrument key, item)``, or a dead letter saying why it is unusable."""
+#: What flows into the normalize step for one key: a raw Kafka record, parsed in the step (after routing by its
+#: Kafka key, so workers exchange the bytes once and never a parsed copy), an envelope parsed already (offline
+#: mode, unkeyed records) with where it came from, or a consume error.
+Item = SourceRef | tuple[RawEnvelope, SourceRef] | ConsumeError
+
+
+def read_envelope(source: SourceRef) -> RawEnvelope | Output:
+    """The envelope in a raw Kafka value, or a dead letter saying why it is unusable."""
     value = source.value or b""
     try:
         env = RawEnvelope.from_json(value)
@@ -52,7 +72,24 @@ def parse_raw(source: SourceRef) -> tuple[str, Item] | Output:
             env.exchange,
             env.symbol,
         )
-    return env.key, (env, source)
+    return env
+
+
+def key_raw_record(source: SourceRef) -> tuple[str, Item]:
+    """A raw record under its instrument key: the Kafka key the collectors write, read without parsing the value.
+
+    A record without a usable key is parsed here to find its instrument (or, when unusable, keyed ``""`` and
+    dead-lettered by the normalize step).
+    """
+    if source.key:
+        try:
+            return source.key.decode(), source
+        except UnicodeDecodeError:
+            pass
+    env = read_envelope(source)
+    if isinstance(env, RawEnvelope):
+        return env.key, (env, source)
+    return "", source
 
 
 class NormalizeLogic(StatefulBatchLogic[Item, Output, bytes]):
@@ -73,11 +110,25 @@ class NormalizeLogic(StatefulBatchLogic[Item, Output, bytes]):
         return normalizer
 
     def on_batch(self, values: list[Item]) -> tuple[list[Output], bool]:
-        if not values:
-            return [], StatefulBatchLogic.RETAIN
         out: list[Output] = []
-        normalizer = self._normalizer(values[0][0])  # one key per logic: every item is this instrument's
-        for env, source in values:
+        for item in values:
+            if isinstance(item, SourceRef):
+                parsed = read_envelope(item)
+                if not isinstance(parsed, RawEnvelope):
+                    out.append(parsed)
+                    continue
+                env, source = parsed, item
+            elif isinstance(item, ConsumeError):
+                value = item.source.value or b""
+                out.append(dead_letter(FLOW, "raw_in", item.reason, "kafka_error", item.source, value))
+                continue
+            else:
+                env, source = item
+            mismatch = self._key_mismatch(env, source)
+            if mismatch is not None:
+                out.append(self._dead(env, source, mismatch, "unexpected_key"))
+                continue
+            normalizer = self.normalizer or self._normalizer(env)
             try:
                 out.extend(normalizer.process(env))
             except BadFrame as exc:
@@ -90,6 +141,19 @@ class NormalizeLogic(StatefulBatchLogic[Item, Output, bytes]):
                 out.append(self._dead(env, source, reason, "internal_error"))
         self._count(len(values), out)
         return out, StatefulBatchLogic.RETAIN
+
+    def _key_mismatch(self, env: RawEnvelope, source: SourceRef) -> str | None:
+        """Why an envelope does not belong to this key's instrument (the key of its Kafka record, or of the
+        envelopes before it), or None. Its frames would otherwise corrupt another instrument's state."""
+        normalizer = self.normalizer
+        if normalizer is None:
+            if source.key and env.key.encode() != source.key:
+                return f"raw record keyed {source.key!r} carries an envelope of {env.key}"
+            return None
+        instrument = normalizer.instrument
+        if env.symbol != instrument.symbol or env.exchange != instrument.exchange:
+            return f"raw record of {env.key} arrived under the key of {instrument.exchange}:{instrument.symbol}"
+        return None
 
     def _count(self, consumed: int, out: list[Output]) -> None:
         RECORDS_IN.labels(FLOW).inc(consumed)

@@ -14,8 +14,9 @@ from msgspec.structs import replace
 
 from operators.book import ASK, BID, BookPublisher
 from operators.dead_letter import SourceRef
-from operators.normalize import parse_raw
-from operators.records import RecordFactory
+from operators.normalize import ConsumeError, Item, NormalizeLogic, key_raw_record, normalize_envelopes
+from operators.records import Output, RecordFactory
+from operators.venues.base import NormalizerSettings
 from schemas import STANDARD_TOPICS, load_schema
 from schemas.raw import EnvelopeError, RawEnvelope
 from schemas.serde import AvroCodec, SchemaError, codec_for
@@ -56,13 +57,18 @@ def test_a_bad_book_frame_resyncs_before_its_dead_letter_and_nothing_follows() -
     assert "resync" not in lob_actions(outs, "binance:BLZ.ETH")
 
 
+def _run(*items: Item) -> list[Output]:
+    outputs, _ = NormalizeLogic(None, NormalizerSettings()).on_batch(list(items))
+    return outputs
+
+
 def _rejected(value: bytes, offset: int) -> Any:
-    topic, record = parse_raw(SourceRef("raw", 0, offset, b"k", value))
-    assert topic == "dead_letter"
+    [(topic, record)] = _run(SourceRef("raw", 0, offset, b"binance:BTC.USDT", value))
+    assert topic == "dead_letter" and record["step"] == "parse_raw"
     return record
 
 
-def test_parse_raw_rejects_garbage_and_unknown_venues_with_reasons() -> None:
+def test_raw_records_that_are_no_usable_envelope_are_dead_lettered_with_reasons() -> None:
     env = envelopes(BINANCE)[0]
     dead = _rejected(b"{oops", 7)
     assert dead["error_type"] == "malformed_json" and dead["source_offset"] == 7 and dead["payload"] == b"{oops"
@@ -70,10 +76,37 @@ def test_parse_raw_rejects_garbage_and_unknown_venues_with_reasons() -> None:
     assert dead["error_type"] == "unknown_venue" and "nowhere" in dead["reason"]
     dead = _rejected(b'{"exchange":"binance"}', 9)
     assert dead["error_type"] == "unexpected_shape" and "missing required field" in dead["reason"]
-    assert parse_raw(SourceRef("raw", 0, 10, b"k", env.to_json())) == (
-        env.key,
-        (env, SourceRef("raw", 0, 10, b"k", env.to_json())),
-    )
+    [(topic, dead)] = _run(ConsumeError(SourceRef("raw", 1, 5, b"k", None), "Kafka consume error: broken"))
+    assert topic == "dead_letter" and dead["error_type"] == "kafka_error" and dead["source_offset"] == 5
+
+
+def test_raw_records_are_keyed_by_their_kafka_key_and_parsed_in_the_keyed_step() -> None:
+    envs = [env for env in envelopes(BINANCE) if env.kind == "ws"]
+    env = envs[0]
+    keyed = SourceRef("raw", 0, 10, env.key.encode(), env.to_json())
+    assert key_raw_record(keyed) == (env.key, keyed)  # the value is not parsed before routing
+    unkeyed = SourceRef("raw", 0, 11, None, env.to_json())
+    assert key_raw_record(unkeyed) == (env.key, (env, unkeyed))
+    garbage = SourceRef("raw", 0, 12, None, b"{oops")
+    assert key_raw_record(garbage) == ("", garbage)
+    mine = [e for e in envs if e.key == env.key][:50]
+    as_records = [SourceRef("raw", 0, i, e.key.encode(), e.to_json()) for i, e in enumerate(mine)]
+    assert _run(*as_records) == [output for _, output in normalize_envelopes(mine)]
+
+
+def test_an_envelope_under_another_instruments_key_is_dead_lettered_and_the_instrument_carries_on() -> None:
+    envs = [env for env in envelopes(BINANCE) if env.kind == "ws"]
+    mine = [e for e in envs if e.key == envs[0].key][:20]
+    stranger = next(e for e in envs if e.key != envs[0].key)
+    wrong_key = SourceRef("raw", 0, 1, envs[0].key.encode(), stranger.to_json())
+    first = _run(wrong_key)
+    assert [(t, r["error_type"]) for t, r in first] == [("dead_letter", "unexpected_key")]
+    assert stranger.key in first[0][1]["reason"]
+    items: list[Item] = [(e, SourceRef("raw")) for e in mine[:10]]
+    outputs = _run(*items, wrong_key, *[(e, SourceRef("raw")) for e in mine[10:]])
+    dead = [r for t, r in outputs if t == "dead_letter"]
+    assert len(dead) == 1 and dead[0]["error_type"] == "unexpected_key" and dead[0]["source_offset"] == 1
+    assert [o for o in outputs if o[0] != "dead_letter"] == [o for _, o in normalize_envelopes(mine)]
 
 
 def test_envelope_validation() -> None:
