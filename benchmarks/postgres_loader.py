@@ -5,7 +5,8 @@
 Input: the standardized records of the hftbacktest Binance spot BTCUSDT stream (28,040 tickers, 9,757 trades,
 3,450 book changes with their level arrays), as the sink receives them from Kafka (decoded records). Each loader
 figure is the sink's own work: records to rows, batches of 1000 rows, each batch one idempotent upsert
-transaction (``copy``: COPY into a temporary staging table + ``INSERT ... SELECT ... ON CONFLICT``; ``values``:
+transaction (``copy``: COPY into the table, through a staging table + ``INSERT ... SELECT ... ON CONFLICT`` once
+keys exist; ``values``:
 multi-row ``INSERT ... VALUES ... ON CONFLICT``), into tables with their keys and indexes. The replay figure
 loads the same records again (every key present). The baseline is the server's ceiling for the same rows: a
 single COPY per table of the pre-rendered rows into the same, empty tables, no conflict handling. Everything
@@ -120,7 +121,7 @@ def measure(repeats: int = 3, quick: bool = False) -> list[Result]:
     note = f"{rows:,} ticker/trades/lob rows, {MAX_BATCH_ROWS}-row batches, embedded PostgreSQL 16, best of {repeats}"
     return [
         Figure(
-            "postgres loader rows/s, copy path (staging COPY + INSERT ON CONFLICT)",
+            "postgres loader rows/s, copy path (direct COPY; staging + INSERT ON CONFLICT on stored keys)",
             via_copy,
             "rows/s",
             ceiling,

@@ -37,8 +37,9 @@ class PostgresLoaderSettings(Settings):
     )
     postgres_write_method: WriteMethod = Field(
         "copy",
-        description="copy: COPY into a temporary staging table + INSERT ... SELECT ... ON CONFLICT (fastest); "
-        "values: multi-row INSERT ... VALUES ... ON CONFLICT, for Postgres-compatible databases without temp tables.",
+        description="copy: COPY into the table, or into a temporary staging table + INSERT ... SELECT ... ON CONFLICT "
+        "when a batch meets stored keys (fastest); values: multi-row INSERT ... VALUES ... ON CONFLICT, "
+        "for Postgres-compatible databases without temp tables.",
     )
     postgres_retry_min_s: float = Field(
         0.5, gt=0, le=60, description="First wait before retrying a write the database could not take."

@@ -3,9 +3,13 @@
 Two write paths produce the same rows and the same conflict handling (``ON CONFLICT DO NOTHING``, or
 ``DO UPDATE ... WHERE`` the incoming row is at least as recent for latest-state tables):
 
-* ``copy`` (the default, measured faster by ``benchmarks/postgres_loader.py``): COPY the batch into a
-  session-local staging table (``CREATE TEMP TABLE IF NOT EXISTS ... ON COMMIT DELETE ROWS``, so it also works
-  through transaction-pooling proxies), then one ``INSERT INTO table SELECT ... FROM staging ON CONFLICT ...``;
+* ``copy`` (the default, measured faster by ``benchmarks/postgres_loader.py``): COPY the batch straight into
+  the table; when a key is already there (a replay, an at-least-once duplicate) the unique index refuses the
+  COPY, the transaction is rolled back, and the batch goes through a session-local staging table instead
+  (``CREATE TEMP TABLE IF NOT EXISTS ... ON COMMIT DELETE ROWS``, so it also works through
+  transaction-pooling proxies) and one ``INSERT INTO table SELECT ... FROM staging ON CONFLICT ...``. A COPY
+  that succeeds met no existing key, so both give the same rows; batches keep the staging route while they
+  meet existing keys, and return to the direct COPY after a batch that met none;
 * ``values``: one multi-row ``INSERT ... VALUES ... ON CONFLICT ...`` (psycopg2's ``execute_values``), for
   Postgres-compatible databases without temporary tables.
 
@@ -26,6 +30,7 @@ from typing import Any, Literal
 
 import psycopg2
 import psycopg2.errorcodes
+import psycopg2.errors
 import psycopg2.extras
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
@@ -115,18 +120,25 @@ class TableWriter:
         # Connections (sessions) known to hold the staging table: it is created once per session, not per batch.
         self._staged: weakref.WeakSet[Any] = weakref.WeakSet()
         self.copy_sql = f"COPY {self.stage} ({columns}) FROM STDIN"
+        self.copy_table_sql = f"COPY {target} ({columns}) FROM STDIN"
+        #: Whether the next batch tries the direct COPY (the last one met no existing key).
+        self.direct = True
         self.insert_select_sql = insert_select
         self.insert_values_sql = f"{timeout}INSERT INTO {target} ({columns}) VALUES %s{conflict}"
 
     def write(self, connection: Any, rows: Sequence[Row]) -> int:
         """Write ``rows`` (at most one batch) and commit; returns the rows inserted or updated."""
         rows = self.encoder.latest_per_key(rows)
+        if self.method == "copy":
+            text = self.encoder.copy_text(rows)
+            if self.direct and self._copy_direct(connection, text):
+                return len(rows)
         try:
             with connection.cursor() as cursor:
                 if self.method == "copy":
                     staged = connection in self._staged
                     cursor.execute(self.timeout_sql if staged else self.create_stage_sql)
-                    cursor.copy_expert(self.copy_sql, io.StringIO(self.encoder.copy_text(rows)))
+                    cursor.copy_expert(self.copy_sql, io.StringIO(text))
                     cursor.execute(self.insert_select_sql)
                 else:
                     psycopg2.extras.execute_values(
@@ -136,10 +148,27 @@ class TableWriter:
             connection.commit()
             if self.method == "copy":
                 self._staged.add(connection)  # only once committed: a rolled-back CREATE left no table
+                self.direct = written == len(rows)
         except BaseException:
             _rollback_quietly(connection)
             raise
         return written
+
+    def _copy_direct(self, connection: Any, text: str) -> bool:
+        """COPY the batch into the table and commit; False (rolled back) when one of its keys is already there."""
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(self.timeout_sql)
+                cursor.copy_expert(self.copy_table_sql, io.StringIO(text))
+            connection.commit()
+        except psycopg2.errors.UniqueViolation:
+            _rollback_quietly(connection)
+            self.direct = False
+            return False
+        except BaseException:
+            _rollback_quietly(connection)
+            raise
+        return True
 
 
 def _insert_select(table: sa.Table, source: sa.TableClause, key: TableKey) -> Any:

@@ -145,6 +145,30 @@ def test_bisection_isolates_the_refused_rows_and_commits_every_other_row(
     assert again.written == 0 and len(again.rejections) == 3
 
 
+def test_copy_goes_straight_into_the_table_until_a_batch_meets_stored_keys(
+    database: tuple[str, dict[str, sa.Table]],
+) -> None:
+    dsn, tables = database
+    _truncate(dsn, tables["trades"].name)
+    trades = [rec for _, topic, rec in normalize(envelopes(capture("KRAKEN_FUTURES"))) if topic == "trades"][:1000]
+    assert len(trades) == 1000
+    encoder = RowEncoder(tables["trades"], "trades")
+    rows, _ = encoder.rows(SourceRecord("trades", 0, offset, "k", v) for offset, v in enumerate(trades))
+    writer = TableWriter(encoder, "copy")
+    conn = psycopg2.connect(dsn)
+    try:
+        assert load(conn, writer, rows[:300]).written == 300 and writer.direct
+        # A third of this batch is stored already: the direct COPY is refused, the upsert writes the rest.
+        assert load(conn, writer, rows[150:600]).written == 300 and not writer.direct
+        # Through the upsert while batches meet stored keys; back to the direct COPY after one that meets none.
+        assert load(conn, writer, rows[600:800]).written == 200 and writer.direct
+        assert load(conn, writer, rows[800:]).written == 200 and writer.direct
+        assert load(conn, writer, rows).written == 0 and not writer.direct
+    finally:
+        conn.close()
+    assert _stored(dsn, tables["trades"].name) == trades
+
+
 def test_error_kinds_come_from_the_real_server(database: tuple[str, dict[str, sa.Table]]) -> None:
     dsn, _ = database
     with pytest.raises(psycopg2.OperationalError) as refused:
