@@ -27,7 +27,7 @@ import orjson
 
 from benchmarks.common import Figure, Result, Skipped, print_figures
 from benchmarks.inputs import base_envelopes
-from benchmarks.normalize import QUICK_FRAMES, normalize_all
+from benchmarks.normalize import QUICK_FRAMES, normalize_all, raw_records
 from schemas.raw import REST, RawEnvelope
 
 __all__ = ["PIP_PIN", "measure"]
@@ -102,7 +102,7 @@ def measure(repeats: int = 5, quick: bool = False) -> list[Result]:
     envelopes = [_as_agg_trade(env) for env in base_envelopes()[: QUICK_FRAMES if quick else None]]
     snapshot = next(env.frame for env in envelopes if env.kind == REST)
     frames = [(env.frame, env.receipt_ts / 1e6) for env in envelopes if env.kind != REST]
-    values = [env.to_json() for env in envelopes]
+    values = raw_records(envelopes)
     ours = 0.0
     theirs = 0.0
     counts: dict[str, int] = {}

@@ -38,35 +38,24 @@ def _rss() -> int:
 def _child(per_instrument: int, every: int) -> None:
     """Run the step and print one JSON line per sample: records in, records out, RSS bytes."""
     from benchmarks.inputs import BASES, base_envelopes, interleaved
-    from operators.dead_letter import SourceRef
+    from benchmarks.normalize import RawRecord, drive_batch
     from operators.normalize import NormalizeLogic
     from operators.venues.base import NormalizerSettings
-    from schemas.raw import RawEnvelope
 
     base_envelopes()  # the recording itself is loaded before the first sample
     settings = NormalizerSettings()
     logics: dict[str, NormalizeLogic] = {}
-    ref = SourceRef(topic="raw")
     consumed = produced = 0
-    batch: list[bytes] = []
+    batch: list[RawRecord] = []
     print(json.dumps({"records": 0, "outputs": 0, "rss": _rss()}), flush=True)
 
     def run_batch() -> int:
-        by_key: dict[str, list[tuple[RawEnvelope, SourceRef]]] = {}
-        for value in batch:
-            env = RawEnvelope.from_json(value)
-            by_key.setdefault(env.key, []).append((env, ref))
-        out = 0
-        for key, items in by_key.items():
-            logic = logics.get(key)
-            if logic is None:
-                logic = logics[key] = NormalizeLogic(None, settings)
-            out += len(logic.on_batch(items)[0])
+        out = drive_batch(logics, batch, settings)
         batch.clear()
         return out
 
     for env in interleaved(list(BASES[:INSTRUMENTS]), per_instrument):
-        batch.append(env.to_json())
+        batch.append((env.key.encode(), env.to_json()))
         if len(batch) == 1000:
             produced += run_batch()
             consumed += 1000

@@ -12,7 +12,7 @@ measured, the faster one kept).
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 from typing import Any
 
@@ -22,33 +22,48 @@ import orjson
 from benchmarks.common import Figure, Result, best_rate, print_figures
 from benchmarks.inputs import base_envelopes
 from operators.dead_letter import SourceRef
-from operators.normalize import NormalizeLogic
+from operators.normalize import Item, NormalizeLogic, key_raw_record
 from operators.venues.base import NormalizerSettings
 from schemas.raw import RawEnvelope
 
-__all__ = ["QUICK_FRAMES", "fastest_decode", "measure", "normalize_all"]
+__all__ = ["QUICK_FRAMES", "RawRecord", "drive_batch", "fastest_decode", "measure", "normalize_all", "raw_records"]
+
+#: A raw-topic record: (Kafka key, value).
+RawRecord = tuple[bytes, bytes]
 
 #: Frames of the recording used with ``--quick`` (the first ones: the REST snapshot is the 8th).
 QUICK_FRAMES = 5000
 DECODERS: dict[str, Callable[[str], Any]] = {"orjson": orjson.loads, "msgspec": msgspec.json.decode}
 
 
-def normalize_all(values: Sequence[bytes], batch_size: int = 1000) -> int:
-    """The flow's step as Bytewax drives it: batches of raw values, grouped per key, one logic per key."""
-    settings = NormalizerSettings()
+def drive_batch(logics: dict[str, NormalizeLogic], batch: Sequence[RawRecord], settings: NormalizerSettings) -> int:
+    """One batch of raw Kafka records through the flow's keyed step as Bytewax drives it: keyed by their Kafka
+    key, grouped per key, one logic per key (kept in ``logics``). Returns the number of outputs."""
+    by_key: dict[str, list[Item]] = {}
+    for key, value in batch:
+        instrument, item = key_raw_record(SourceRef("raw", 0, None, key, value))
+        by_key.setdefault(instrument, []).append(item)
+    outputs = 0
+    for instrument, items in by_key.items():
+        logic = logics.get(instrument)
+        if logic is None:
+            logic = logics[instrument] = NormalizeLogic(None, settings)
+        outputs += len(logic.on_batch(items)[0])
+    return outputs
+
+
+def normalize_all(records: Sequence[RawRecord], batch_size: int = 1000) -> int:
+    """Every record through fresh per-instrument logics, in Bytewax-sized batches; returns the records."""
     logics: dict[str, NormalizeLogic] = {}
-    ref = SourceRef(topic="raw")
-    for start in range(0, len(values), batch_size):
-        by_key: dict[str, list[tuple[RawEnvelope, SourceRef]]] = {}
-        for value in values[start : start + batch_size]:
-            env = RawEnvelope.from_json(value)
-            by_key.setdefault(env.key, []).append((env, ref))
-        for key, items in by_key.items():
-            logic = logics.get(key)
-            if logic is None:
-                logic = logics[key] = NormalizeLogic(None, settings)
-            logic.on_batch(items)
-    return len(values)
+    settings = NormalizerSettings()
+    for start in range(0, len(records), batch_size):
+        drive_batch(logics, records[start : start + batch_size], settings)
+    return len(records)
+
+
+def raw_records(envelopes: Iterable[RawEnvelope]) -> list[RawRecord]:
+    """The envelopes as the raw topic holds them: (Kafka key, JSON value)."""
+    return [(env.key.encode(), env.to_json()) for env in envelopes]
 
 
 def _parse_only(frames: Sequence[str], loads: Callable[[str], Any]) -> int:
@@ -66,7 +81,7 @@ def fastest_decode(frames: Sequence[str], repeats: int) -> tuple[float, str]:
 
 def measure(repeats: int = 5, quick: bool = False) -> list[Result]:
     envelopes = base_envelopes()[: QUICK_FRAMES if quick else None]
-    values = [env.to_json() for env in envelopes]
+    values = raw_records(envelopes)
     frames = [env.frame for env in envelopes]
     parse, decoder = fastest_decode(frames, repeats)
     normalize = best_rate(lambda: normalize_all(values), repeats)
