@@ -21,7 +21,7 @@ from connectors.config import Settings
 from operators.dead_letter import SourceRef, dead_letter, dead_letter_headers
 from operators.records import Output
 from schemas import DEAD_LETTER
-from schemas.serde import AvroCodec, SchemaError, codec_for
+from schemas.serde import SchemaError, codec_for
 
 __all__ = [
     "AvroDecoder",
@@ -141,17 +141,13 @@ class AvroEncoder:
 
     def __init__(self, settings: Settings, flow: str) -> None:
         self._registry_url = settings.schema_registry_url
-        self._codecs: dict[str, AvroCodec] = {}
         self._dead_letter_topic = settings.dead_letter_topic
         self._flow = flow
 
     def __call__(self, key_output: tuple[str, Output]) -> KafkaSinkMessage[bytes, bytes]:
         key, (topic, record) = key_output
-        codec = self._codecs.get(topic)
-        if codec is None:
-            codec = self._codecs[topic] = codec_for(topic, self._registry_url)
         try:
-            value = codec.encode(record)
+            value = codec_for(topic, self._registry_url).encode(record)
         except SchemaError as exc:
             payload = orjson.dumps(record, default=str)
             topic, record = dead_letter(
@@ -270,7 +266,6 @@ class AvroDecoder:
 
     def __init__(self, settings: Settings, flow: str) -> None:
         self._registry_url = settings.schema_registry_url
-        self._codecs: dict[str, AvroCodec] = {}
         self._dead_letter_topic = settings.dead_letter_topic
         self._flow = flow
 

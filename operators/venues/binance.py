@@ -32,7 +32,7 @@ from operators.records import Output
 from operators.symbols import Instrument, split_concatenated, spot
 from operators.timeparse import ms_to_us
 from operators.venues.base import BadFrame, Framer, InstrumentNormalizer, NormalizerSettings, Venue
-from operators.venues.binance_frames import typed_decoder
+from operators.venues.binance_frames import DIFF_DEPTH, typed_decoder
 from operators.venues.live import LiveSpec, Subscription
 from schemas.raw import REST, RawEnvelope
 
@@ -40,7 +40,6 @@ __all__ = ["BINANCE_KLINES", "VENUES", "BinanceFramer", "BinanceLive", "BinanceN
 
 _COMBINED = re.compile(r'^\{"stream":"([^"@]+)@([^"]+)"')
 _PARTIAL_DEPTH = re.compile(r"^depth(5|10|20)(@|$)")
-_DIFF_DEPTH = re.compile(r"depth(@\d+ms)?")
 #: Kline stream names (all Binance markets).
 BINANCE_KLINES = r"kline_(1s|1m|3m|5m|15m|30m|1h|2h|4h|6h|8h|12h|1d|3d|1w|1M)"
 
@@ -325,7 +324,7 @@ class BinanceLive(LiveSpec):
         return []
 
     def snapshot_url(self, env: RawEnvelope) -> str | None:
-        if _DIFF_DEPTH.fullmatch(env.channel) is None:
+        if DIFF_DEPTH.fullmatch(env.channel) is None:
             return None
         return f"{self.rest_url}{self.snapshot_path}?symbol={env.venue_symbol}&limit=1000"
 

@@ -17,7 +17,7 @@ from typing import Any, NotRequired, TypedDict
 
 import msgspec
 
-__all__ = ["typed_decoder"]
+__all__ = ["DIFF_DEPTH", "typed_decoder"]
 
 Levels = list[tuple[float, float]]
 
@@ -86,7 +86,8 @@ class _BookTickerStream(TypedDict):
     data: _BookTicker
 
 
-_DIFF_DEPTH = re.compile(r"depth(@\d+ms)?")
+#: Channel names of diff-book streams (``depth``, ``depth@100ms``, ...).
+DIFF_DEPTH = re.compile(r"depth(@\d+ms)?")
 _COMBINED_PREFIX = '{"stream":'
 
 
@@ -97,7 +98,7 @@ def _stream_shape(channel: str) -> Any:
         return _TradeStream
     if channel == "aggTrade":
         return _AggTradeStream
-    if _DIFF_DEPTH.fullmatch(channel):
+    if DIFF_DEPTH.fullmatch(channel):
         return _DepthStream
     return None
 
