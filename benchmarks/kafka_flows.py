@@ -31,11 +31,12 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 
 from benchmarks.common import REPO, Figure, Result, print_figures
 from benchmarks.inputs import BASES, write_capture
 from benchmarks.routing import balanced_keys
+from connectors.config import FIRST_OFFSET
 from embedded.kafka import TansuBroker
 from embedded.process import ManagedProcess, ServerError, free_port
 from schemas import CEX_TOPICS
@@ -81,9 +82,7 @@ def _span(bootstrap: str, topics: Sequence[str], since_ms: int, until_ms: int) -
     try:
         metadata = consumer.list_topics(timeout=10)
         present = [t for t in topics if t in metadata.topics and metadata.topics[t].error is None]
-        consumer.assign(
-            [TopicPartition(t, p, OFFSET_BEGINNING) for t in present for p in metadata.topics[t].partitions]
-        )
+        consumer.assign([TopicPartition(t, p, FIRST_OFFSET) for t in present for p in metadata.topics[t].partitions])
         count, first, last = 0, sys.maxsize, 0
         idle_since = time.monotonic()
         while time.monotonic() - idle_since < 2.0:  # Tansu's watermarks are floors: read until idle

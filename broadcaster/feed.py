@@ -33,13 +33,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import OFFSET_END, Consumer, KafkaException, Message, TopicPartition
 
 from broadcaster.frames import record_frame
 from broadcaster.hub import BOOK_CHANNEL, RecordItem
 from broadcaster.metrics import BroadcasterMetrics
 from broadcaster.settings import BroadcasterSettings
-from connectors.config import Settings
+from connectors.config import FIRST_OFFSET, Settings
 from schemas.serde import SchemaError, codec_for
 
 __all__ = ["BATCHES_IN_FLIGHT", "FeedStatus", "KafkaFeed", "replica_id"]
@@ -248,7 +248,7 @@ class KafkaFeed:
         partitions = (
             self._start_positions(consumer, new)
             if initial
-            else [TopicPartition(topic, p, OFFSET_BEGINNING) for topic, p in new]
+            else [TopicPartition(topic, p, FIRST_OFFSET) for topic, p in new]
         )
         self._record_targets(consumer, partitions)
         consumer.incremental_assign(partitions)
@@ -276,7 +276,7 @@ class KafkaFeed:
                     found[(tp.topic, tp.partition)] = tp.offset if tp.offset >= 0 else OFFSET_END
             except KafkaException as exc:  # a broker without timestamp lookups: start the books from the beginning
                 log.warning("offsets_for_times failed (%s); reading lob from the beginning", exc)
-                found = {(tp.topic, tp.partition): OFFSET_BEGINNING for tp in books}
+                found = {(tp.topic, tp.partition): FIRST_OFFSET for tp in books}
         return [TopicPartition(t, p, found.get((t, p), OFFSET_END)) for t, p in partitions]
 
     def _record_targets(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:

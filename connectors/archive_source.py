@@ -13,7 +13,7 @@ from typing import Any
 from bytewax.connectors.kafka import KafkaSource
 
 from connectors.archive_store import ArchiveStore
-from connectors.config import Settings
+from connectors.config import FIRST_OFFSET, Settings
 
 __all__ = ["ArchiveSource", "archive_source"]
 
@@ -38,9 +38,10 @@ def archive_source(settings: Settings, store: ArchiveStore, topics: list[str]) -
         settings.brokers,
         topics,
         tail=not settings.kafka_stop_at_end,
-        # A checkpoint older than the topic's retention resumes at the oldest record still there, never at the
-        # end (librdkafka's default), which would skip everything retained.
-        add_config={**settings.kafka_consumer_config(), "auto.offset.reset": "earliest"},
+        # A checkpoint older than the topic's retention resumes at the oldest record still there (the consumer
+        # config's auto.offset.reset), never at the end, which would skip everything retained.
+        starting_offset=FIRST_OFFSET,
+        add_config=settings.kafka_consumer_config(),
         batch_size=settings.consumer_batch_size,
         raise_on_errors=False,
     )

@@ -12,7 +12,13 @@ from typing import Any, Literal, TypeVar
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["ConfigError", "Settings", "load_settings", "settings"]
+__all__ = ["FIRST_OFFSET", "ConfigError", "Settings", "load_settings", "settings"]
+
+#: Where a consumer reads a partition "from the beginning": offset 0, with ``auto.offset.reset=earliest`` (in
+#: `Settings.kafka_consumer_config`) for a log whose start retention has deleted. Not ``OFFSET_BEGINNING``: Tansu
+#: answers that lookup with the batch stored first in time, and when producers race on a partition that can be a
+#: batch above offset 0, so the records below it would be skipped.
+FIRST_OFFSET = 0
 
 
 class ConfigError(RuntimeError):
@@ -136,7 +142,11 @@ class Settings(BaseSettings):
 
     def kafka_consumer_config(self) -> dict[str, str]:
         """librdkafka settings of the flows' Kafka inputs."""
-        return {**self.kafka_client_config(), "fetch.wait.max.ms": str(self.kafka_fetch_wait_max_ms)}
+        return {
+            **self.kafka_client_config(),
+            "fetch.wait.max.ms": str(self.kafka_fetch_wait_max_ms),
+            "auto.offset.reset": "earliest",
+        }
 
     def kafka_client_config(self) -> dict[str, str]:
         """librdkafka settings shared by producers, consumers and the admin client."""

@@ -13,11 +13,11 @@ from typing import Any, cast
 
 import orjson
 from bytewax.connectors.kafka import KafkaError, KafkaSink, KafkaSinkMessage, KafkaSource, KafkaSourceMessage
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka import KafkaError as BrokerError
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from connectors.config import Settings
+from connectors.config import FIRST_OFFSET, Settings
 from operators.dead_letter import SourceRef, dead_letter, dead_letter_headers
 from operators.records import Output
 from schemas import DEAD_LETTER
@@ -115,6 +115,7 @@ def raw_source(settings: Settings, topics: list[str]) -> KafkaSource:
         settings.brokers,
         topics,
         tail=not settings.kafka_stop_at_end,
+        starting_offset=FIRST_OFFSET,
         add_config=settings.kafka_consumer_config(),
         batch_size=settings.consumer_batch_size,
         raise_on_errors=False,
@@ -221,7 +222,7 @@ def read_topic(
         for partition in metadata.topics[topic].partitions:
             low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)
             floors[partition] = high if high > low else -1  # -1: empty, or (Tansu) one batch that starts at low
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in floors])
+        consumer.assign([TopicPartition(topic, p, FIRST_OFFSET) for p in floors])
         schema_topic = "dead_letter" if topic == settings.dead_letter_topic else topic
         codec = codec_for(schema_topic, settings.schema_registry_url) if decode else None
         pending = {partition for partition, floor in floors.items() if floor >= 0}
