@@ -124,11 +124,17 @@ class NormalizeLogic(StatefulBatchLogic[Item, Output, bytes]):
                 continue
             else:
                 env, source = item
-            mismatch = self._key_mismatch(env, source)
-            if mismatch is not None:
-                out.append(self._dead(env, source, mismatch, "unexpected_key"))
-                continue
-            normalizer = self.normalizer or self._normalizer(env)
+            normalizer = self.normalizer
+            if (  # the usual case, this key's own instrument, is settled without a call
+                normalizer is None
+                or env.symbol != normalizer.instrument.symbol
+                or env.exchange != normalizer.instrument.exchange
+            ):
+                mismatch = self._key_mismatch(env, source)
+                if mismatch is not None:
+                    out.append(self._dead(env, source, mismatch, "unexpected_key"))
+                    continue
+                normalizer = normalizer or self._normalizer(env)
             try:
                 out.extend(normalizer.process(env))
             except BadFrame as exc:

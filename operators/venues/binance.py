@@ -172,6 +172,10 @@ class BinanceNormalizer(InstrumentNormalizer):
         event = data.get("e")
         if env.channel.startswith("depth") and _PARTIAL_DEPTH.match(env.channel):
             return self.on_partial_depth(env, data)
+        if event is None:  # spot best bid/offer frames name no event
+            if "b" in data and "a" in data and "u" in data:
+                return [self.ticker(env, data)]
+            return self.on_other(env, data, event)
         if event == "depthUpdate":
             return self.on_depth(env, data)
         if event == "aggTrade":
@@ -180,7 +184,7 @@ class BinanceNormalizer(InstrumentNormalizer):
             return [self.trade(env, data, str(data["t"]), data["t"])]
         if event == "kline":
             return [self.candle(env, data)]
-        if event == "bookTicker" or (event is None and "b" in data and "a" in data and "u" in data):
+        if event == "bookTicker":
             return [self.ticker(env, data)]
         return self.on_other(env, data, event)
 
