@@ -125,16 +125,18 @@ class NormalizeLogic(StatefulBatchLogic[Item, Output, bytes]):
             else:
                 env, source = item
             normalizer = self.normalizer
-            if (  # the usual case, this key's own instrument, is settled without a call
-                normalizer is None
-                or env.symbol != normalizer.instrument.symbol
-                or env.exchange != normalizer.instrument.exchange
-            ):
-                mismatch = self._key_mismatch(env, source)
-                if mismatch is not None:
-                    out.append(self._dead(env, source, mismatch, "unexpected_key"))
+            if normalizer is None:
+                if source.key and env.key.encode() != source.key:
+                    reason = f"raw record keyed {source.key!r} carries an envelope of {env.key}"
+                    out.append(self._dead(env, source, reason, "unexpected_key"))
                     continue
-                normalizer = normalizer or self._normalizer(env)
+                normalizer = self._normalizer(env)
+            elif env.symbol != normalizer.instrument.symbol or env.exchange != normalizer.instrument.exchange:
+                # Its frames would corrupt this instrument's state.
+                instrument = normalizer.instrument
+                reason = f"raw record of {env.key} arrived under the key of {instrument.exchange}:{instrument.symbol}"
+                out.append(self._dead(env, source, reason, "unexpected_key"))
+                continue
             try:
                 out.extend(normalizer.process(env))
             except BadFrame as exc:
@@ -147,19 +149,6 @@ class NormalizeLogic(StatefulBatchLogic[Item, Output, bytes]):
                 out.append(self._dead(env, source, reason, "internal_error"))
         self._count(len(values), out)
         return out, StatefulBatchLogic.RETAIN
-
-    def _key_mismatch(self, env: RawEnvelope, source: SourceRef) -> str | None:
-        """Why an envelope does not belong to this key's instrument (the key of its Kafka record, or of the
-        envelopes before it), or None. Its frames would otherwise corrupt another instrument's state."""
-        normalizer = self.normalizer
-        if normalizer is None:
-            if source.key and env.key.encode() != source.key:
-                return f"raw record keyed {source.key!r} carries an envelope of {env.key}"
-            return None
-        instrument = normalizer.instrument
-        if env.symbol != instrument.symbol or env.exchange != instrument.exchange:
-            return f"raw record of {env.key} arrived under the key of {instrument.exchange}:{instrument.symbol}"
-        return None
 
     def _count(self, consumed: int, out: list[Output]) -> None:
         RECORDS_IN.labels(FLOW).inc(consumed)

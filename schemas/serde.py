@@ -75,7 +75,8 @@ class AvroCodec:
         # Records carry timestamps as integer microseconds, so the plain ``long`` schema writes the same bytes as
         # the logical one, without fastavro's per-field logical-type dispatch. Records are written by a writer
         # compiled from the schema (`schemas.avro_writer`), with fastavro for anything it does not take.
-        self._reader = fastavro.parse_schema(_strip_logical_types(load_schema(topic)))
+        schema = _strip_logical_types(load_schema(topic))
+        self._reader = fastavro.parse_schema(schema)
         self._schema = self._reader
         self._registry_readers: dict[int, Any] = {}
         if registry is None:
@@ -86,7 +87,7 @@ class AvroCodec:
             self._registry_readers[schema_id] = self._reader
         self._write: Callable[..., Any] = fastavro.schemaless_writer
         try:
-            self._compiled: RecordWriter | None = compile_writer(_strip_logical_types(load_schema(topic)), self._prefix)
+            self._compiled: RecordWriter | None = compile_writer(schema, self._prefix)
         except Unsupported:
             self._compiled = None
 
