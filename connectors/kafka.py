@@ -11,8 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, cast
 
-import orjson
-from bytewax.connectors.kafka import KafkaError, KafkaSink, KafkaSinkMessage, KafkaSource, KafkaSourceMessage
+from bytewax.connectors.kafka import KafkaError, KafkaSink, KafkaSource, KafkaSourceMessage
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka import KafkaError as BrokerError
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -20,12 +19,10 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from connectors.config import FIRST_OFFSET, Settings
 from operators.dead_letter import SourceRef, dead_letter, dead_letter_headers
 from operators.records import Output
-from schemas import DEAD_LETTER
 from schemas.serde import SchemaError, codec_for
 
 __all__ = [
     "AvroDecoder",
-    "AvroEncoder",
     "DeadLetterProducer",
     "DeliveryError",
     "SourceRecord",
@@ -34,6 +31,7 @@ __all__ = [
     "ensure_topics",
     "existing_topics",
     "kafka_sink",
+    "producer_config",
     "raise_on_failed_delivery",
     "raw_source",
     "read_topic",
@@ -122,54 +120,21 @@ def raw_source(settings: Settings, topics: list[str]) -> KafkaSource:
     )
 
 
-def kafka_sink(settings: Settings, topic: str | None = None) -> KafkaSink:
-    """KafkaSink (at-least-once) to ``topic``, or to the topic each message names when None."""
-    config: dict[str, Any] = {
+def producer_config(settings: Settings) -> dict[str, Any]:
+    """librdkafka settings of every producer: the cluster, throughput settings, size and delivery limits, and
+    `raise_on_failed_delivery` (librdkafka passes Python callbacks through its config)."""
+    return {
         **settings.kafka_client_config(),
         **PRODUCER_CONFIG,
         "message.max.bytes": str(settings.kafka_max_message_bytes),
         "message.timeout.ms": str(settings.kafka_delivery_timeout_ms),
-        "on_delivery": raise_on_failed_delivery,  # librdkafka passes Python callbacks through its config
+        "on_delivery": raise_on_failed_delivery,
     }
-    return KafkaSink(settings.brokers, topic, add_config=cast(dict[str, str], config))
 
 
-class AvroEncoder:
-    """Turns ``(key, (topic, record))`` into a KafkaSinkMessage with the Avro-encoded record.
-
-    A record that does not fit its schema becomes a dead letter (payload: the record as JSON), never a crash.
-    """
-
-    def __init__(self, settings: Settings, flow: str) -> None:
-        self._registry_url = settings.schema_registry_url
-        self._dead_letter_topic = settings.dead_letter_topic
-        self._flow = flow
-
-    def __call__(self, key_output: tuple[str, Output]) -> KafkaSinkMessage[bytes, bytes]:
-        key, (topic, record) = key_output
-        try:
-            value = codec_for(topic, self._registry_url).encode(record)
-        except SchemaError as exc:
-            payload = orjson.dumps(record, default=str)
-            topic, record = dead_letter(
-                self._flow,
-                "avro_encode",
-                str(exc),
-                "schema_violation",
-                SourceRef(topic=topic, key=key.encode()),
-                payload,
-                exchange=record.get("exchange"),
-                symbol=record.get("symbol"),
-            )
-            value = codec_for(topic, self._registry_url).encode(record)
-        if topic == DEAD_LETTER:
-            return KafkaSinkMessage(
-                key=key.encode(),
-                value=value,
-                topic=self._dead_letter_topic,
-                headers=dead_letter_headers(record),
-            )
-        return KafkaSinkMessage(key=key.encode(), value=value, topic=topic)
+def kafka_sink(settings: Settings, topic: str | None = None) -> KafkaSink:
+    """KafkaSink (at-least-once) to ``topic``, or to the topic each message names when None."""
+    return KafkaSink(settings.brokers, topic, add_config=cast(dict[str, str], producer_config(settings)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,15 +263,7 @@ class DeadLetterProducer:
     def __init__(self, settings: Settings) -> None:
         self._topic = settings.dead_letter_topic
         self._codec = codec_for("dead_letter", settings.schema_registry_url)
-        self._producer = Producer(
-            {
-                **settings.kafka_client_config(),
-                "enable.idempotence": "true",
-                "message.max.bytes": str(settings.kafka_max_message_bytes),
-                "message.timeout.ms": str(settings.kafka_delivery_timeout_ms),
-                "on_delivery": raise_on_failed_delivery,
-            }
-        )
+        self._producer = Producer(producer_config(settings))
 
     def send(self, dead: Output, key: str | None = None) -> None:
         _, record = dead

@@ -15,6 +15,7 @@ from __future__ import annotations
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 
+from connectors.avro_sink import AvroKafkaSink
 from connectors.collector.config import load_selections
 from connectors.collector.connection import ConnectionOptions
 from connectors.collector.messages import COLLECTOR_FLOW, keyed_dead_letter, raw_envelope, raw_message
@@ -22,7 +23,7 @@ from connectors.collector.plan import plan_collection
 from connectors.collector.settings import CollectorSettings, collector_settings, load_collector_settings
 from connectors.collector.source import VenueSource
 from connectors.config import Settings, settings
-from connectors.kafka import AvroEncoder, ensure_topics, kafka_sink
+from connectors.kafka import ensure_topics, kafka_sink
 from connectors.logs import configure_logging
 
 __all__ = ["build", "collect"]
@@ -39,8 +40,7 @@ def build(config: Settings, collector: CollectorSettings) -> Dataflow:
     messages = op.map("to_raw_message", envelopes, raw_message)
     op.output("raw_out", messages, kafka_sink(config, config.raw_topic))
     rejected = op.filter_map("dead_letters", collected, keyed_dead_letter)
-    encoded = op.map("avro_encode", rejected, AvroEncoder(config, COLLECTOR_FLOW))
-    op.output("dead_letter_out", encoded, kafka_sink(config))
+    op.output("dead_letter_out", rejected, AvroKafkaSink(config, COLLECTOR_FLOW))
     return flow
 
 

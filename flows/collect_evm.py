@@ -17,10 +17,11 @@ from __future__ import annotations
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 
+from connectors.avro_sink import AvroKafkaSink
 from connectors.config import Settings, settings
 from connectors.evm.chain_source import ChainSource
 from connectors.evm.settings import EvmSettings, evm_settings
-from connectors.kafka import AvroEncoder, ensure_topics, kafka_sink
+from connectors.kafka import ensure_topics
 from connectors.logs import configure_logging
 from operators.evm.chain_records import FLOW
 
@@ -35,8 +36,7 @@ def build(config: Settings, evm: EvmSettings) -> Dataflow:
     ensure_topics(config, [*CHAIN_RECORD_TOPICS, config.dead_letter_topic])
     flow = Dataflow(FLOW)
     records = op.input("chain_in", flow, ChainSource(evm))
-    messages = op.map("avro_encode", records, AvroEncoder(config, FLOW))
-    op.output("kafka_out", messages, kafka_sink(config))
+    op.output("kafka_out", records, AvroKafkaSink(config, FLOW))
     return flow
 
 

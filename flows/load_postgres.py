@@ -19,7 +19,8 @@ from typing import Any, TypeGuard
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 
-from connectors.kafka import AvroDecoder, AvroEncoder, SourceRecord, kafka_sink, raw_source
+from connectors.avro_sink import AvroKafkaSink
+from connectors.kafka import AvroDecoder, SourceRecord, raw_source
 from connectors.logs import configure_logging
 from connectors.metrics import RECORDS_IN, count_outputs
 from connectors.postgres_config import PostgresLoaderSettings, loader_settings
@@ -67,8 +68,7 @@ def build(config: PostgresLoaderSettings) -> Dataflow:
     split = op.branch("split_undecodable", decoded, _is_record)
     op.output("postgres_out", split.trues, PostgresSink(config, topics, FLOW))
     undecodable = op.map("key_dead_letters", split.falses, _keyed_dead_letter)
-    encoded = op.map("avro_encode", undecodable, AvroEncoder(config, FLOW))
-    op.output("dead_letter_out", encoded, kafka_sink(config))
+    op.output("dead_letter_out", undecodable, AvroKafkaSink(config, FLOW))
     return flow
 
 

@@ -21,9 +21,10 @@ from bytewax.connectors.files import FileSink
 from bytewax.connectors.kafka import KafkaError, KafkaSourceMessage
 from bytewax.dataflow import Dataflow
 
+from connectors.avro_sink import AvroKafkaSink
 from connectors.capture import CaptureSource, detect_venue, read_capture
 from connectors.config import Settings, settings
-from connectors.kafka import AvroEncoder, ensure_topics, kafka_sink, raw_source
+from connectors.kafka import ensure_topics, raw_source
 from connectors.logs import configure_logging
 from operators.dead_letter import SourceRef
 from operators.normalize import FLOW, ConsumeError, Item, key_raw_record, logic_builder
@@ -57,8 +58,7 @@ def build(config: Settings) -> Dataflow:
     raw = op.input("raw_in", flow, raw_source(config, [config.raw_topic]))
     keyed = op.map("key_by_instrument", raw, _key_raw)
     normalized = op.stateful_batch("normalize", keyed, logic_builder(_normalizer_settings(config)))
-    messages = op.map("avro_encode", normalized, AvroEncoder(config, FLOW))
-    op.output("kafka_out", messages, kafka_sink(config))
+    op.output("kafka_out", normalized, AvroKafkaSink(config, FLOW))
     return flow
 
 

@@ -20,10 +20,11 @@ import orjson
 from bytewax.connectors.files import FileSink, FileSource
 from bytewax.dataflow import Dataflow, Stream
 
+from connectors.avro_sink import AvroKafkaSink
 from connectors.config import Settings, settings
 from connectors.evm.settings import EvmSettings, evm_settings
 from connectors.evm.token_metadata import token_metadata
-from connectors.kafka import AvroDecoder, AvroEncoder, SourceRecord, ensure_topics, kafka_sink, raw_source
+from connectors.kafka import AvroDecoder, SourceRecord, ensure_topics, raw_source
 from connectors.logs import configure_logging
 from operators.dead_letter import SourceRef
 from operators.evm.chain_records import KeyedOutput
@@ -64,8 +65,7 @@ def build(config: Settings, evm: EvmSettings) -> Dataflow:
     split = op.branch("split_unreadable", items, _is_log)
     normalized = op.flat_map_batch("normalize", split.trues, LogNormalizer(token_metadata(evm)))
     outputs = op.merge("all_outputs", normalized, _rejected(split.falses))
-    encoded = op.map("avro_encode", outputs, AvroEncoder(config, FLOW))
-    op.output("kafka_out", encoded, kafka_sink(config))
+    op.output("kafka_out", outputs, AvroKafkaSink(config, FLOW))
     return flow
 
 

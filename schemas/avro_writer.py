@@ -15,6 +15,7 @@ changes speed, never bytes or errors.
 
 from __future__ import annotations
 
+import operator
 import struct
 from array import array
 from collections.abc import Callable
@@ -64,12 +65,15 @@ def zigzag(value: int) -> bytes:
         return _varint(z)
     if z >= _LONG_LIMIT:
         raise OverflowError(f"{value} does not fit an Avro long")
-    high = _HIGH_GROUPS.get(z >> 28)
-    if high is None:
-        high = _varint(z >> 28)
-        if len(_HIGH_GROUPS) < _HIGH_GROUPS_LIMIT:
-            _HIGH_GROUPS[z >> 28] = high
-    return _TWO_GROUPS[z & 0x3FFF] + _TWO_GROUPS[(z >> 14) & 0x3FFF] + high
+    return _TWO_GROUPS[z & 0x3FFF] + _TWO_GROUPS[(z >> 14) & 0x3FFF] + (_HIGH_GROUPS.get(z >> 28) or _high_groups(z))
+
+
+def _high_groups(z: int) -> bytes:
+    """The varint groups of ``z`` above its low 28 bits, cached (they change every few minutes of timestamps)."""
+    high = _varint(z >> 28)
+    if len(_HIGH_GROUPS) < _HIGH_GROUPS_LIMIT:
+        _HIGH_GROUPS[z >> 28] = high
+    return high
 
 
 def _int(value: int) -> bytes:
@@ -91,20 +95,22 @@ def _doubles(values: list[float]) -> bytes:
     return zigzag(len(values)) + array("d", values).tobytes() + b"\x00"
 
 
-def _string_writer() -> Callable[[str], bytes]:
-    """Strings, with the few that repeat on every record (venue, symbol, side) encoded once."""
+def _string_encoder() -> tuple[Callable[[Any], bytes | None], Callable[[str], bytes]]:
+    """Strings, with the few that repeat on every record (venue, symbol, side) encoded once.
+
+    Returns the cache's ``get`` (inlined into the compiled writer: a hit costs no Python call) and the writer
+    that encodes, and caches, a string the cache does not hold.
+    """
     cache: dict[str, bytes] = {}
 
     def write(value: str) -> bytes:
-        encoded = cache.get(value)
-        if encoded is None:
-            data = value.encode()
-            encoded = zigzag(len(data)) + data
-            if len(cache) < _STRING_CACHE_LIMIT and len(data) <= 64:
-                cache[value] = encoded
+        data = value.encode()
+        encoded = zigzag(len(data)) + data
+        if len(cache) < _STRING_CACHE_LIMIT and len(data) <= 64:
+            cache[value] = encoded
         return encoded
 
-    return write
+    return cache.get, write
 
 
 def _value_writer(schema: Any) -> Callable[[Any], bytes]:
@@ -123,7 +129,8 @@ def _value_writer(schema: Any) -> Callable[[Any], bytes]:
             raise Unsupported(f"nested {kind}")
         return _value_writer(kind)  # a primitive with a logical type: same bytes as the primitive
     if schema == "string":
-        return _string_writer()
+        cached, encode = _string_encoder()
+        return lambda value: cached(value) or encode(value)
     if schema == "long":
         return zigzag
     if schema == "int":
@@ -137,30 +144,51 @@ def _value_writer(schema: Any) -> Callable[[Any], bytes]:
     raise Unsupported(f"type {schema!r}")
 
 
+def _field_expression(kind: Any, index: int, scope: dict[str, Any]) -> str:
+    """The Python expression writing field ``index`` (its value is ``v<index>``); its helpers go into ``scope``."""
+    value = f"v{index}"
+    if isinstance(kind, list):
+        if len(kind) != 2 or kind[0] != "null":
+            raise Unsupported(f"union {kind!r}")
+        if kind[1] == "double":
+            return f"(NULL if {value} is None else tagged_double(2, {value}))"
+        return f"(NULL if {value} is None else b'\\x02' + {_field_expression(kind[1], index, scope)})"
+    if kind == "long" or (isinstance(kind, dict) and kind.get("type") == "long"):
+        # Timestamps and ids: zigzag's table path inline (no Python call); other values call zigzag.
+        scope.update(zigzag=zigzag, two_groups=_TWO_GROUPS, high_groups=_HIGH_GROUPS.get, high=_high_groups)
+        z = f"z{index}"
+        return (
+            f"(two_groups[{z} & 0x3FFF] + two_groups[({z} >> 14) & 0x3FFF] + (high_groups({z} >> 28) or high({z}))"
+            f" if {_FOUR_GROUPS} <= ({z} := ({value} << 1) ^ ({value} >> 63)) < {_LONG_LIMIT} else zigzag({value}))"
+        )
+    if kind == "string":  # a cache hit costs no Python call; encoded strings are never empty
+        scope[f"c{index}"], scope[f"s{index}"] = _string_encoder()
+        return f"(c{index}({value}) or s{index}({value}))"
+    scope[f"w{index}"] = _value_writer(kind)
+    return f"w{index}({value})"
+
+
 def compile_writer(schema: dict[str, Any], prefix: bytes = b"") -> RecordWriter:
-    """A writer of ``prefix`` + the body of a ``schema`` record; raises `Unsupported` when fastavro must do it."""
+    """A writer of ``prefix`` + the body of a ``schema`` record; raises `Unsupported` when fastavro must do it.
+
+    The writer is one expression: every field fetched by one ``itemgetter`` call (a missing field raises
+    KeyError), each field's bytes computed inline, and one ``join``.
+    """
     if schema.get("type") != "record":
         raise Unsupported("only record schemas are compiled")
-    lines = ["def write(record):", "    out = [prefix]", "    put = out.append"]
-    scope: dict[str, Any] = {"prefix": prefix}
-    for index, field in enumerate(schema["fields"]):
-        kind = field["type"]
-        writer = f"w{index}"
-        lines.append(f"    value = record[{field['name']!r}]")
-        if isinstance(kind, list):
-            if len(kind) != 2 or kind[0] != "null":
-                raise Unsupported(f"union {kind!r}")
-            scope[writer] = _value_writer(kind[1])
-            lines += [
-                "    if value is None:",
-                "        put(b'\\x00')",
-                "    else:",
-                f"        put(b'\\x02' + {writer}(value))",
-            ]
-        else:
-            scope[writer] = _value_writer(kind)
-            lines.append(f"    put({writer}(value))")
-    lines.append("    return b''.join(out)")
-    exec("\n".join(lines), scope)
+    fields = schema["fields"]
+    if not fields:
+        raise Unsupported("a record without fields")
+    scope: dict[str, Any] = {
+        "prefix": prefix,
+        "NULL": b"\x00",
+        "tagged_double": struct.Struct("<Bd").pack,
+        "fetch": operator.itemgetter(*(field["name"] for field in fields)),
+    }
+    parts = ", ".join(_field_expression(field["type"], i, scope) for i, field in enumerate(fields))
+    values = ", ".join(f"v{i}" for i in range(len(fields)))
+    fetch = "fetch(record)," if len(fields) == 1 else "fetch(record)"  # one name: itemgetter returns the value
+    source = f"def write(record):\n    {values}, = {fetch}\n    return b''.join((prefix, {parts}))\n"
+    exec(source, scope)
     compiled: RecordWriter = scope["write"]
     return compiled

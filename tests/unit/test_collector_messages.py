@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from connectors.avro_sink import AvroEncoder
 from connectors.collector.messages import COLLECTOR_FLOW, keyed_dead_letter, raw_envelope
 from connectors.config import Settings
-from connectors.kafka import AvroEncoder
 from operators.dead_letter import SourceRef, dead_letter
 from schemas.serde import codec_for
 from tests.collector_support import RECORDED
