@@ -9,7 +9,7 @@ of ``eth_getLogs({blockHash})``, and emits every block's records (block, transac
   ``removed=true`` (tip first), then the new branch is collected as usual.
 * Resume: the recovery state is the window of completed blocks; a restarted flow continues with the block after
   the last one it completed. A block's records are emitted in the same step that marks it completed, so a block
-  is never half-emitted in the state's view. Kafka output stays at-least-once (Bytewax's KafkaSink): blocks
+  is never half-emitted in the state's view. Kafka output stays at-least-once (`connectors.avro_sink`): blocks
   completed after the last snapshot are collected and produced again after a crash, with the same hashes.
 * Failures: an unreachable or rate-limiting node (after the client's retries), a block the node does not serve
   yet, or logs that do not match the block (wrong hash, logs missing although the bloom says there are some) make
