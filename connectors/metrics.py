@@ -8,6 +8,7 @@ these live. Counters are incremented once per batch, not per record, to stay off
 from __future__ import annotations
 
 from collections import Counter as Tally
+from operator import itemgetter
 
 from prometheus_client import Counter, Gauge
 
@@ -35,7 +36,7 @@ def count_outputs(flow: str, outputs: list[tuple[str, dict[str, object]]]) -> No
     """Count a batch of ``(topic, record)`` outputs: per topic, dead letters per error type."""
     if not outputs:
         return
-    per_topic = Tally(topic for topic, _ in outputs)
+    per_topic = Tally(map(itemgetter(0), outputs))
     for topic, count in per_topic.items():
         RECORDS_OUT.labels(flow, topic).inc(count)
     if per_topic.get("dead_letter"):
