@@ -79,10 +79,34 @@ def test_longs_at_every_varint_boundary_match_fastavro(value: int) -> None:
     assert zigzag(value) == buf.getvalue()
 
 
+LONG_BOUNDARIES = [0, 1, -1, 63, -64, 64, 127, 128, 2**27 - 1, 2**27, -(2**27), 2**28, 1_723_161_255_708_123]
+
+
+@pytest.mark.parametrize("value", [*LONG_BOUNDARIES, 2**63 - 1, -(2**63)])
+def test_compiled_long_fields_match_fastavro_at_every_varint_boundary(value: int) -> None:
+    # The compiled writer inlines the varint of large longs; plain and nullable fields, both signs.
+    schema = {
+        "type": "record",
+        "name": "r",
+        "fields": [
+            {"name": "ts", "type": {"type": "long", "logicalType": "timestamp-micros"}},
+            {"name": "n", "type": "long"},
+            {"name": "seq", "type": ["null", "long"]},
+        ],
+    }
+    record = {"ts": value, "n": -value if value > -(2**63) else 0, "seq": value}
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, fastavro.parse_schema(schema), record)
+    assert compile_writer(schema)(record) == buf.getvalue()
+
+
 @pytest.mark.parametrize("value", [2**63, -(2**63) - 1])
 def test_a_long_out_of_range_is_refused(value: int) -> None:
     with pytest.raises(OverflowError):
         zigzag(value)
+    long_field = {"type": "record", "name": "r", "fields": [{"name": "a", "type": "long"}]}
+    with pytest.raises(OverflowError):
+        compile_writer(long_field)({"a": value})
 
 
 def _ticker() -> dict[str, Any]:
