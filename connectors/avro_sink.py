@@ -22,7 +22,7 @@ from connectors.kafka import producer_config
 from operators.dead_letter import SourceRef, dead_letter, dead_letter_headers
 from operators.records import Output
 from schemas import DEAD_LETTER
-from schemas.serde import AvroCodec, SchemaError, codec_for
+from schemas.serde import SchemaError, codec_for
 
 __all__ = ["AvroEncoder", "AvroKafkaSink", "EncodedRecord"]
 
@@ -47,17 +47,11 @@ class AvroEncoder:
         self._registry_url = settings.schema_registry_url
         self._dead_letter_topic = settings.dead_letter_topic
         self._flow = flow
-        self._codecs: dict[str, AvroCodec] = {}
-
-    def _codec(self, topic: str) -> AvroCodec:
-        codec = self._codecs[topic] = codec_for(topic, self._registry_url)
-        return codec
 
     def __call__(self, key_output: tuple[str, Output]) -> EncodedRecord:
         key, (topic, record) = key_output
-        codec = self._codecs.get(topic) or self._codec(topic)
         try:
-            value = codec.encode(record)
+            value = codec_for(topic, self._registry_url).encode(record)
         except SchemaError as exc:
             payload = orjson.dumps(record, default=str)
             ref = SourceRef(topic=topic, key=key.encode())
@@ -65,7 +59,7 @@ class AvroEncoder:
             topic, record = dead_letter(
                 self._flow, "avro_encode", str(exc), "schema_violation", ref, payload, exchange=exchange, symbol=symbol
             )
-            value = self._codec(topic).encode(record)
+            value = codec_for(topic, self._registry_url).encode(record)
         if topic == DEAD_LETTER:
             return EncodedRecord(self._dead_letter_topic, key.encode(), value, dead_letter_headers(record))
         return EncodedRecord(topic, key.encode(), value, None)

@@ -155,7 +155,6 @@ def _field_expression(kind: Any, index: int, scope: dict[str, Any]) -> str:
         return f"(NULL if {value} is None else b'\\x02' + {_field_expression(kind[1], index, scope)})"
     if kind == "long" or (isinstance(kind, dict) and kind.get("type") == "long"):
         # Timestamps and ids: zigzag's table path inline (no Python call); other values call zigzag.
-        scope.update(zigzag=zigzag, two_groups=_TWO_GROUPS, high_groups=_HIGH_GROUPS.get, high=_high_groups)
         z = f"z{index}"
         return (
             f"(two_groups[{z} & 0x3FFF] + two_groups[({z} >> 14) & 0x3FFF] + (high_groups({z} >> 28) or high({z}))"
@@ -183,6 +182,10 @@ def compile_writer(schema: dict[str, Any], prefix: bytes = b"") -> RecordWriter:
         "prefix": prefix,
         "NULL": b"\x00",
         "tagged_double": struct.Struct("<Bd").pack,
+        "zigzag": zigzag,
+        "two_groups": _TWO_GROUPS,
+        "high_groups": _HIGH_GROUPS.get,
+        "high": _high_groups,
         "fetch": operator.itemgetter(*(field["name"] for field in fields)),
     }
     parts = ", ".join(_field_expression(field["type"], i, scope) for i, field in enumerate(fields))
