@@ -3,8 +3,8 @@
 Two write paths produce the same rows and the same conflict handling (``ON CONFLICT DO NOTHING``, or
 ``DO UPDATE ... WHERE`` the incoming row is at least as recent for latest-state tables):
 
-* ``copy`` (the default, measured faster by ``benchmarks/postgres_loader.py``): COPY the batch straight into
-  the table; when a key is already there (a replay, an at-least-once duplicate) the unique index refuses the
+* ``copy`` (the default, measured faster by ``benchmarks/postgres_loader.py``): COPY the batch, in the binary
+  format (`connectors.postgres_copy`), straight into the table; when a key is already there (a replay, an at-least-once duplicate) the unique index refuses the
   COPY, the transaction is rolled back, and the batch goes through a session-local staging table instead
   (``CREATE TEMP TABLE IF NOT EXISTS ... ON COMMIT DELETE ROWS``, so it also works through
   transaction-pooling proxies) and one ``INSERT INTO table SELECT ... FROM staging ON CONFLICT ...``. A COPY
@@ -14,7 +14,7 @@ Two write paths produce the same rows and the same conflict handling (``ON CONFL
   Postgres-compatible databases without temporary tables.
 
 Each batch is one transaction. When the database rejects a batch for its data (SQLSTATE classes 22 and 23, or
-a value psycopg2 cannot send), `load` bisects it: halves are retried until every bad row is isolated, and every
+a value the client cannot send), `load` bisects it: halves are retried until every bad row is isolated, and every
 other row is committed. Because the writes are idempotent, a batch interrupted by a lost connection is simply
 written again.
 """
@@ -35,6 +35,7 @@ import psycopg2.extras
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 
+from connectors.postgres_copy import BinaryCopyEncoder, CopyValueError
 from operators.table_rows import Row, RowEncoder
 from schemas.sql import TableKey
 
@@ -54,7 +55,7 @@ def failure_kind(exc: BaseException) -> FailureKind:
     """Whether an error from a write is worth waiting out, is a row's fault, or is a bug to surface."""
     if isinstance(exc, sa.exc.DBAPIError) and exc.orig is not None:
         exc = exc.orig
-    if isinstance(exc, ValueError):  # psycopg2 refuses to send e.g. a NUL character inside a string
+    if isinstance(exc, ValueError):  # e.g. a NUL character psycopg2 will not send, a value with no binary form
         return "rejected"
     if not isinstance(exc, psycopg2.Error):
         return "fatal"
@@ -73,6 +74,8 @@ def rejection_reason(exc: BaseException) -> str:
         name = psycopg2.errorcodes.lookup(exc.pgcode).lower()
         detail = f" ({diag.message_detail})" if diag.message_detail else ""
         return f"PostgreSQL rejected the row: {diag.message_primary}{detail} [SQLSTATE {exc.pgcode} {name}]"
+    if isinstance(exc, CopyValueError):
+        return f"The row has no binary COPY form: {exc}"
     return f"PostgreSQL client rejected the row: {exc}"
 
 
@@ -119,8 +122,9 @@ class TableWriter:
         self.timeout_sql = timeout
         # Connections (sessions) known to hold the staging table: it is created once per session, not per batch.
         self._staged: weakref.WeakSet[Any] = weakref.WeakSet()
-        self.copy_sql = f"COPY {self.stage} ({columns}) FROM STDIN"
-        self.copy_table_sql = f"COPY {target} ({columns}) FROM STDIN"
+        self.copy_encoder = BinaryCopyEncoder(table)
+        self.copy_sql = f"COPY {self.stage} ({columns}) FROM STDIN WITH (FORMAT binary)"
+        self.copy_table_sql = f"COPY {target} ({columns}) FROM STDIN WITH (FORMAT binary)"
         #: Whether the next batch tries the direct COPY (the last one met no existing key).
         self.direct = True
         self.insert_select_sql = insert_select
@@ -130,15 +134,15 @@ class TableWriter:
         """Write ``rows`` (at most one batch) and commit; returns the rows inserted or updated."""
         rows = self.encoder.latest_per_key(rows)
         if self.method == "copy":
-            text = self.encoder.copy_text(rows)
-            if self.direct and self._copy_direct(connection, text):
+            payload = self.copy_encoder.encode([row.values for row in rows])
+            if self.direct and self._copy_direct(connection, payload):
                 return len(rows)
         try:
             with connection.cursor() as cursor:
                 if self.method == "copy":
                     staged = connection in self._staged
                     cursor.execute(self.timeout_sql if staged else self.create_stage_sql)
-                    cursor.copy_expert(self.copy_sql, io.StringIO(text))
+                    cursor.copy_expert(self.copy_sql, io.BytesIO(payload))
                     cursor.execute(self.insert_select_sql)
                 else:
                     psycopg2.extras.execute_values(
@@ -154,12 +158,12 @@ class TableWriter:
             raise
         return written
 
-    def _copy_direct(self, connection: Any, text: str) -> bool:
+    def _copy_direct(self, connection: Any, payload: bytes) -> bool:
         """COPY the batch into the table and commit; False (rolled back) when one of its keys is already there."""
         try:
             with connection.cursor() as cursor:
                 cursor.execute(self.timeout_sql)
-                cursor.copy_expert(self.copy_table_sql, io.StringIO(text))
+                cursor.copy_expert(self.copy_table_sql, io.BytesIO(payload))
             connection.commit()
         except psycopg2.errors.UniqueViolation:
             _rollback_quietly(connection)

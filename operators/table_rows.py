@@ -1,19 +1,18 @@
 """Standardized records -> rows of their Postgres table (`schemas.sql`), in the table's column order.
 
-Row values are what psycopg2 sends as they are (ISO text for timestamps, decimal strings for 256-bit integers,
-lists for arrays, bytes for BYTEA), and `RowEncoder.copy_text` renders the same values in COPY's text format,
-so both write paths store identical rows. A record that cannot become a row (a timestamp outside years
-1..9999) is returned with the reason instead, for the dead-letter topic.
+Row values are the record's own values (microseconds for timestamps, decimal strings for 256-bit integers, lists
+for arrays, bytes for BYTEA), then the content hash and the Kafka coordinates. The COPY path encodes them in the
+binary format (`connectors.postgres_copy`); `RowEncoder.parameters` renders timestamps and floats as exact text
+for the VALUES path, so both paths store identical rows. A record that cannot become a row (a timestamp outside
+years 1..9999) is returned with the reason instead, for the dead-letter topic.
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 import sqlalchemy as sa
@@ -26,10 +25,9 @@ from schemas.sql import CONTENT_HASH, KAFKA_OFFSET, KAFKA_PARTITION, TABLE_KEYS
 __all__ = ["Row", "RowEncoder", "RowError", "content_hash"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_NULL = "\\N"
-# COPY text format: backslash, tab, newline and carriage return are the characters with a meaning.
-_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
-_COPY_SPECIAL = re.compile(r"[\\\t\n\r]")
+#: Timestamps a row may hold: years 1..9999, what a Python datetime (the VALUES path's text) can spell.
+_FIRST_MICROS = (datetime(1, 1, 1, tzinfo=UTC) - _EPOCH) // timedelta(microseconds=1)
+_LAST_MICROS = (datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC) - _EPOCH) // timedelta(microseconds=1)
 _FLOAT_SPECIALS = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
 
 
@@ -37,8 +35,7 @@ class RowError(ValueError):
     """A record that has no row (the reason says which field and why)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Row:
+class Row(NamedTuple):
     """One table row and the Kafka record it came from (for dead letters and gap-free bookkeeping)."""
 
     source: SourceRecord
@@ -63,11 +60,10 @@ def _bytes_as_hex(value: Any) -> str:
 
 
 class TimestampText:
-    """UTC microseconds -> ``YYYY-MM-DD HH:MM:SS.ffffff+00:00``, exactly, for both write paths.
+    """UTC microseconds -> ``YYYY-MM-DD HH:MM:SS.ffffff+00:00``, exactly, for the VALUES path.
 
-    Text rather than datetime objects: COPY needs text anyway, and Postgres parses it for the VALUES path just
-    as well. The text of each second is cached, because a batch's records share few seconds. Raises
-    OverflowError outside years 1..9999.
+    The text of each second is cached, because a batch's records share few seconds. Raises OverflowError outside
+    years 1..9999.
     """
 
     _CACHE_LIMIT = 4096
@@ -86,12 +82,7 @@ class TimestampText:
         return f"{prefix}.{fraction:06d}+00:00"
 
 
-# -- COPY text renderers, one per column kind (None is rendered before they are called) ----------------------
-def _text(value: Any) -> str:
-    text = str(value)
-    return text.translate(_COPY_ESCAPES) if _COPY_SPECIAL.search(text) else text
-
-
+# -- exact float text for the VALUES path (see `RowEncoder.parameters`) --------------------------------------
 def _float(value: float) -> str:
     text = repr(value)
     return _FLOAT_SPECIALS[text] if text[-1] in "nf" else text  # nan, inf, -inf
@@ -104,39 +95,14 @@ def _float_array(value: list[float]) -> str:
     return "{" + text + "}"
 
 
-def _bool(value: bool) -> str:
-    return "t" if value else "f"
-
-
-def _bytea(value: bytes) -> str:
-    return "\\\\x" + value.hex()  # the bytea hex form, its backslash escaped for COPY
-
-
-def _array_element(value: Any) -> str:
-    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _text_array(value: list[Any]) -> str:
-    return _text("{" + ",".join(map(_array_element, value)) + "}")
-
-
-def _renderer(column_type: sa.types.TypeEngine[Any]) -> Callable[[Any], str]:
+def _text_renderer(column_type: sa.types.TypeEngine[Any]) -> Callable[[Any], str] | None:
     if isinstance(column_type, pg.ARRAY):
-        item = column_type.item_type
-        return _float_array if isinstance(item, (pg.DOUBLE_PRECISION, pg.REAL)) else _text_array
-    if isinstance(column_type, (pg.DOUBLE_PRECISION, pg.REAL)):
-        return _float
-    if isinstance(column_type, sa.Boolean):
-        return _bool
-    if isinstance(column_type, (sa.Integer, sa.DateTime)):
-        return str  # digits, or TimestampText's output: nothing to escape
-    if isinstance(column_type, pg.BYTEA):
-        return _bytea
-    return _text
+        return _float_array if isinstance(column_type.item_type, (pg.DOUBLE_PRECISION, pg.REAL)) else None
+    return _float if isinstance(column_type, (pg.DOUBLE_PRECISION, pg.REAL)) else None
 
 
 class RowEncoder:
-    """Turns `SourceRecord` values of one topic into rows of its table, and rows into COPY text."""
+    """Turns `SourceRecord` values of one topic into rows of its table, and rows into VALUES parameters."""
 
     def __init__(self, table: sa.Table, schema_name: str) -> None:
         key = TABLE_KEYS[schema_name]
@@ -147,14 +113,16 @@ class RowEncoder:
         self._timestamp_positions = tuple(
             i for i, name in enumerate(self._fields) if isinstance(table.c[name].type, sa.DateTime)
         )
-        self._timestamp_text = TimestampText()
         self._by_content = key.by_content
         self._key_positions = tuple(self.columns.index(name) for name in key.columns)
         self._latest_positions = tuple(self.columns.index(name) for name in key.latest_by)
-        self._renderers = tuple(_renderer(column.type) for column in table.columns)
-        # Floats go to the VALUES path as text too: psycopg2 writes -0.0 as the numeric expression "-0.0",
-        # which is 0, and float arrays as numeric[] constructors; text is parsed by float8in, exactly.
-        self._float_positions = tuple(i for i, render in enumerate(self._renderers) if render in (_float, _float_array))
+        # The VALUES path gets timestamps and floats as text (see `parameters`).
+        as_text: dict[int, Callable[[Any], str]] = {i: TimestampText() for i in self._timestamp_positions}
+        for i, column in enumerate(table.columns):
+            render = _text_renderer(column.type)
+            if render is not None:
+                as_text[i] = render
+        self._as_text = tuple(as_text.items())
         extra = {CONTENT_HASH, KAFKA_PARTITION, KAFKA_OFFSET}
         missing = [name for name in self.columns if name not in extra and name not in self._fields]
         if missing:
@@ -171,12 +139,8 @@ class RowEncoder:
         out: list[Any] = list(map(value.get, self._fields))
         for i in self._timestamp_positions:
             micros = out[i]
-            if micros is not None:
-                try:
-                    out[i] = self._timestamp_text(micros)
-                except OverflowError:
-                    name = self._fields[i]
-                    raise RowError(f"{name} = {micros} µs is outside the representable time range") from None
+            if micros is not None and not _FIRST_MICROS <= micros <= _LAST_MICROS:
+                raise RowError(f"{self._fields[i]} = {micros} µs is outside the representable time range")
         if self._by_content:
             out.append(content_hash(value))
         out.append(record.partition)
@@ -218,23 +182,17 @@ class RowEncoder:
         return (*(row.values[i] for i in self._latest_positions), row.source.partition, row.source.offset)
 
     def parameters(self, rows: Iterable[Row]) -> list[tuple[Any, ...]]:
-        """The rows as psycopg2 parameters for ``INSERT ... VALUES``, floats exact (see ``__init__``)."""
-        positions = self._float_positions
-        renderers = self._renderers
+        """The rows as psycopg2 parameters for ``INSERT ... VALUES``.
+
+        Timestamps and floats go as text: psycopg2 writes -0.0 as the numeric expression "-0.0", which is 0, and
+        float arrays as numeric[] constructors, while text is parsed by float8in exactly.
+        """
+        as_text = self._as_text
         out: list[tuple[Any, ...]] = []
         for row in rows:
             values = list(row.values)
-            for i in positions:
+            for i, render in as_text:
                 if values[i] is not None:
-                    values[i] = renderers[i](values[i])
+                    values[i] = render(values[i])
             out.append(tuple(values))
         return out
-
-    def copy_text(self, rows: Iterable[Row]) -> str:
-        """The rows in COPY's text format (tab-separated, ``\\N`` for null, one line per row)."""
-        renderers = self._renderers
-        lines = [
-            "\t".join([_NULL if v is None else render(v) for render, v in zip(renderers, row.values, strict=True)])
-            for row in rows
-        ]
-        return "\n".join(lines) + "\n" if lines else ""

@@ -21,6 +21,8 @@ from array import array
 from collections.abc import Callable
 from typing import Any
 
+from schemas.string_cache import string_encoder
+
 __all__ = ["RecordWriter", "Unsupported", "compile_writer", "zigzag"]
 
 #: ``record -> bytes``: the prefix given to `compile_writer`, then the Avro binary body.
@@ -34,7 +36,6 @@ _TWO_GROUPS = [bytes(((c & 0x7F) | 0x80, ((c >> 7) & 0x7F) | 0x80)) for c in ran
 _FOUR_GROUPS = 1 << 28
 _HIGH_GROUPS: dict[int, bytes] = {}
 _HIGH_GROUPS_LIMIT = 65536
-_STRING_CACHE_LIMIT = 4096
 
 
 class Unsupported(ValueError):
@@ -95,24 +96,6 @@ def _doubles(values: list[float]) -> bytes:
     return zigzag(len(values)) + array("d", values).tobytes() + b"\x00"
 
 
-def _string_encoder() -> tuple[Callable[[Any], bytes | None], Callable[[str], bytes]]:
-    """Strings, with the few that repeat on every record (venue, symbol, side) encoded once.
-
-    Returns the cache's ``get`` (inlined into the compiled writer: a hit costs no Python call) and the writer
-    that encodes, and caches, a string the cache does not hold.
-    """
-    cache: dict[str, bytes] = {}
-
-    def write(value: str) -> bytes:
-        data = value.encode()
-        encoded = zigzag(len(data)) + data
-        if len(cache) < _STRING_CACHE_LIMIT and len(data) <= 64:
-            cache[value] = encoded
-        return encoded
-
-    return cache.get, write
-
-
 def _value_writer(schema: Any) -> Callable[[Any], bytes]:
     """A function writing one value of ``schema`` (not a union)."""
     if isinstance(schema, dict):
@@ -129,7 +112,7 @@ def _value_writer(schema: Any) -> Callable[[Any], bytes]:
             raise Unsupported(f"nested {kind}")
         return _value_writer(kind)  # a primitive with a logical type: same bytes as the primitive
     if schema == "string":
-        cached, encode = _string_encoder()
+        cached, encode = string_encoder(zigzag)
         return lambda value: cached(value) or encode(value)
     if schema == "long":
         return zigzag
@@ -161,7 +144,7 @@ def _field_expression(kind: Any, index: int, scope: dict[str, Any]) -> str:
             f" if {_FOUR_GROUPS} <= ({z} := ({value} << 1) ^ ({value} >> 63)) < {_LONG_LIMIT} else zigzag({value}))"
         )
     if kind == "string":  # a cache hit costs no Python call; encoded strings are never empty
-        scope[f"c{index}"], scope[f"s{index}"] = _string_encoder()
+        scope[f"c{index}"], scope[f"s{index}"] = string_encoder(zigzag)
         return f"(c{index}({value}) or s{index}({value}))"
     scope[f"w{index}"] = _value_writer(kind)
     return f"w{index}({value})"

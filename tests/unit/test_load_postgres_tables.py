@@ -105,21 +105,26 @@ def _records(name: str, topic: str) -> list[SourceRecord]:
 
 
 @pytest.mark.parametrize(("capture_name", "topic"), [("BYBIT", "trades"), ("BYBIT", "funding"), ("OKX", "lob")])
-def test_rows_hold_every_field_with_exact_timestamps_and_their_kafka_coordinates(capture_name: str, topic: str) -> None:
+def test_rows_hold_every_field_and_their_kafka_coordinates_and_values_spell_timestamps_exactly(
+    capture_name: str, topic: str
+) -> None:
     records = _records(capture_name, topic)
     encoder = RowEncoder(_table(topic), topic)
     rows, refused = encoder.rows(records)
     assert refused == [] and len(rows) == len(records) > 0
-    for row, record in zip(rows, records, strict=True):
+    parameters = encoder.parameters(rows)
+    timestamps = 0
+    for row, spelled, record in zip(rows, parameters, records, strict=True):
         by_column = dict(zip(encoder.columns, row.values, strict=True))
+        as_sent = dict(zip(encoder.columns, spelled, strict=True))
         for name, value in record.value.items():
-            stored = by_column[name]
+            assert by_column[name] == value, name
             if name.endswith("timestamp") and value is not None:
-                moment = datetime.fromisoformat(stored)
+                moment = datetime.fromisoformat(as_sent[name])
                 assert moment.utcoffset() == timedelta(0) and (moment - EPOCH) // timedelta(microseconds=1) == value
-            else:
-                assert stored == value, name
+                timestamps += 1
         assert (by_column["kafka_partition"], by_column["kafka_offset"]) == (record.partition, record.offset)
+    assert timestamps >= 2 * len(records)
 
 
 def test_a_timestamp_a_datetime_cannot_hold_is_refused_with_the_field_named() -> None:
