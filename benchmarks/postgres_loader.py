@@ -99,10 +99,11 @@ class _Bench:
         return f'COPY "{self.tables[topic].name}" ({columns}) {direction}'
 
     def binary_payloads(self) -> dict[str, bytes]:
-        return {
-            topic: BinaryCopyEncoder(self.tables[topic]).encode([row.values for row in enc.rows(self.records[topic])[0]])
-            for topic, enc in self.encoders.items()
-        }
+        payloads = {}
+        for topic, encoder in self.encoders.items():
+            rows, _ = encoder.rows(self.records[topic])
+            payloads[topic] = BinaryCopyEncoder(self.tables[topic]).encode([row.values for row in rows])
+        return payloads
 
     def text_payloads(self, binary: dict[str, bytes]) -> dict[str, bytes]:
         """The same rows in COPY's text format, as the server itself writes them."""

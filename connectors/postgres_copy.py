@@ -20,6 +20,8 @@ treats as a row the database refuses.
 from __future__ import annotations
 
 import struct
+import sys
+from array import array
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import chain, repeat
@@ -44,7 +46,10 @@ _EMPTY_ARRAY = struct.Struct(">iiii")  # byte length, no dimensions, no nulls, e
 _NUMERIC_HEADER = struct.Struct(">ihhhh")  # byte length, digit count, weight, sign, display scale
 _NUMERIC_NEGATIVE = 0x4000
 _UUID_LENGTH = _LENGTH.pack(16)
-_FLOAT_ARRAYS_CACHED = 1024
+_FLOAT8_OID = 701
+#: Arrays of doubles up to this length take the ``struct`` path (faster for them, measured); longer ones the slices.
+_SHORT_ARRAY = 64
+_FLOAT8_ELEMENT = _LENGTH.pack(8) + bytes(8)
 
 
 class CopyValueError(ValueError):
@@ -72,7 +77,7 @@ _Kind = _Fixed | _Variable
 #: The OID of each element type an array column may have.
 _ELEMENT_OIDS = {
     "text": 25,
-    "float8": 701,
+    "float8": _FLOAT8_OID,
     "float4": 700,
     "int8": 20,
     "int4": 23,
@@ -109,23 +114,37 @@ def _numeric(value: str | int) -> bytes:
     return header + struct.pack(f">{count}H", *digits)
 
 
-def _float_array(oid: int, code: str, size: int) -> Callable[[Sequence[float]], bytes]:
-    """Arrays of floats in one ``struct`` call per array (one format per length, cached)."""
+def _float8_array() -> Callable[[Sequence[float]], bytes]:
+    """Arrays of doubles: short ones in one ``struct`` call (a format per length, cached); long ones (book
+    snapshots) as one big-endian ``array`` whose 8-byte items are spliced between the length prefixes by slice
+    assignment, which costs the same few C calls for any length."""
     formats: dict[int, struct.Struct] = {}
-    empty = _EMPTY_ARRAY.pack(12, 0, 0, oid)
+    empty = _EMPTY_ARRAY.pack(12, 0, 0, _FLOAT8_OID)
 
     def encode(values: Sequence[float]) -> bytes:
         count = len(values)
         if not count:
             return empty
+        if count > _SHORT_ARRAY:
+            return _long_float8_array(values)
         form = formats.get(count)
         if form is None:
-            form = struct.Struct(f">iiiiii{f'i{code}' * count}")
-            if len(formats) < _FLOAT_ARRAYS_CACHED:
-                formats[count] = form
-        return form.pack(form.size - 4, 1, 0, oid, count, 1, *chain.from_iterable(zip(repeat(size), values)))
+            form = formats[count] = struct.Struct(f">iiiiii{'id' * count}")
+        return form.pack(form.size - 4, 1, 0, _FLOAT8_OID, count, 1, *chain.from_iterable(zip(repeat(8), values)))
 
     return encode
+
+
+def _long_float8_array(values: Sequence[float]) -> bytes:
+    items = array("d", values)
+    if sys.byteorder == "little":
+        items.byteswap()
+    data = items.tobytes()
+    count = len(items)
+    out = bytearray(_FLOAT8_ELEMENT * count)
+    for byte in range(8):
+        out[4 + byte :: 12] = data[byte::8]
+    return _ARRAY_HEADER.pack(20 + len(out), 1, 0, _FLOAT8_OID, count, 1) + out
 
 
 def _array(oid: int, element: Callable[[Any], bytes]) -> Callable[[Sequence[Any]], bytes]:
@@ -191,60 +210,54 @@ class BinaryCopyEncoder:
         rows = rows if isinstance(rows, list) else list(rows)
         try:
             return self._encode_batch(rows)
-        except Exception:  # noqa: BLE001 - the column-by-column path names the value, or encodes it after all
+        except Exception:
             return self._encode_by_column(rows)
 
     def _kind(self, index: int, column_type: sa.types.TypeEngine[Any]) -> _Kind:
-        array = isinstance(column_type, pg.ARRAY)
-        name, kind = _scalar(column_type.item_type if array else column_type)
+        item_type = column_type.item_type if isinstance(column_type, pg.ARRAY) else None
+        name, kind = _scalar(item_type if item_type is not None else column_type)
         if name == "text":
             self._scope[f"cached{index}"], self._scope[f"string{index}"] = string_encoder(_LENGTH.pack)
-        if not array:
+        if item_type is None:
             return kind
-        if name not in _ELEMENT_OIDS:
-            raise TypeError(f"no binary COPY encoding for arrays of {column_type.item_type!r}")
-        oid = _ELEMENT_OIDS[name]
-        if name in ("float8", "float4") and isinstance(kind, _Fixed):
-            self._scope[f"array{index}"] = _float_array(oid, kind.code, kind.size)
+        if name == "float8":
+            self._scope[f"array{index}"] = _float8_array()
+        elif name in _ELEMENT_OIDS:
+            self._scope[f"array{index}"] = _array(_ELEMENT_OIDS[name], self._column_function(index, kind))
         else:
-            self._scope[f"array{index}"] = _array(oid, self._column_function(index, kind))
+            raise TypeError(f"no binary COPY encoding for arrays of {item_type!r}")
         return _Variable(f"array{index}({{x}})")
 
-    def _column_function(self, index: int, kind: _Kind) -> Callable[[Any], bytes]:
-        """One column's value -> its bytes with length prefix (the slow path, and array elements)."""
+    def _expression(self, index: int, kind: _Kind, value: str) -> str:
+        """The bytes of column ``index``'s value (the variable ``value``), length prefix included."""
         if isinstance(kind, _Fixed):
             self._scope[f"one{index}"] = struct.Struct(f">i{kind.code}").pack
-            expression = f"one{index}({kind.size}, {kind.value.format(x='x')})"
-        else:
-            expression = kind.expression.format(x="x", i=index)
-        function: Callable[[Any], bytes] = eval(f"lambda x: {expression}", self._scope)  # noqa: S307 - our own code
+            return f"one{index}({kind.size}, {kind.value.format(x=value)})"
+        return kind.expression.format(x=value, i=index)
+
+    def _column_function(self, index: int, kind: _Kind) -> Callable[[Any], bytes]:
+        """One column's value -> its bytes (the column-by-column path, and array elements)."""
+        function: Callable[[Any], bytes] = eval(f"lambda x: {self._expression(index, kind, 'x')}", self._scope)
         return function
 
     def _compile(self, kinds: list[_Kind], nullable: list[bool]) -> Callable[[list[Any]], bytes]:
         parts: list[str] = []
-        group: list[int] = []  # consecutive NOT NULL fixed-width columns, packed together
+        group: list[tuple[int, _Fixed]] = []  # consecutive NOT NULL fixed-width columns, packed together
 
         def close_group() -> None:
             if group:
-                name = f"group{group[0]}"
-                fixed = [kinds[i] for i in group]
-                self._scope[name] = struct.Struct(">" + "".join(f"i{k.code}" for k in fixed if isinstance(k, _Fixed)))
-                values = ", ".join(
-                    f"{k.size}, {k.value.format(x=f'v{i}')}" for i, k in zip(group, fixed, strict=True) if isinstance(k, _Fixed)
-                )
+                name = f"group{group[0][0]}"
+                self._scope[name] = struct.Struct(">" + "".join(f"i{kind.code}" for _, kind in group))
+                values = ", ".join(f"{kind.size}, {kind.value.format(x=f'v{i}')}" for i, kind in group)
                 parts.append(f"{name}.pack({values})")
                 group.clear()
 
         for i, (kind, may_be_null) in enumerate(zip(kinds, nullable, strict=True)):
             if isinstance(kind, _Fixed) and not may_be_null:
-                group.append(i)
+                group.append((i, kind))
                 continue
             close_group()
-            if isinstance(kind, _Fixed):
-                self._scope[f"one{i}"] = struct.Struct(f">i{kind.code}").pack
-                expression = f"one{i}({kind.size}, {kind.value.format(x=f'v{i}')})"
-            else:
-                expression = kind.expression.format(x=f"v{i}", i=i)
+            expression = self._expression(i, kind, f"v{i}")
             parts.append(f"(NULL if v{i} is None else {expression})" if may_be_null else expression)
         close_group()
         names = ", ".join(f"v{i}" for i in range(len(kinds)))
@@ -257,7 +270,7 @@ class BinaryCopyEncoder:
             "    out.append(TRAILER)\n"
             "    return b''.join(out)\n"
         )
-        exec(source, self._scope)  # noqa: S102 - generated from the table's own column types
+        exec(source, self._scope)
         compiled: Callable[[list[Any]], bytes] = self._scope["encode"]
         return compiled
 
@@ -272,7 +285,7 @@ class BinaryCopyEncoder:
                     continue
                 try:
                     out.append(encode(value))
-                except Exception as exc:  # noqa: BLE001 - any failure is this value's
+                except Exception as exc:
                     shown = repr(value)
                     shown = shown if len(shown) <= 80 else shown[:77] + "..."
                     raise CopyValueError(f"column {name} = {shown}: {exc}") from exc

@@ -4,12 +4,12 @@ Two write paths produce the same rows and the same conflict handling (``ON CONFL
 ``DO UPDATE ... WHERE`` the incoming row is at least as recent for latest-state tables):
 
 * ``copy`` (the default, measured faster by ``benchmarks/postgres_loader.py``): COPY the batch, in the binary
-  format (`connectors.postgres_copy`), straight into the table; when a key is already there (a replay, an at-least-once duplicate) the unique index refuses the
-  COPY, the transaction is rolled back, and the batch goes through a session-local staging table instead
-  (``CREATE TEMP TABLE IF NOT EXISTS ... ON COMMIT DELETE ROWS``, so it also works through
-  transaction-pooling proxies) and one ``INSERT INTO table SELECT ... FROM staging ON CONFLICT ...``. A COPY
-  that succeeds met no existing key, so both give the same rows; batches keep the staging route while they
-  meet existing keys, and return to the direct COPY after a batch that met none;
+  format (`connectors.postgres_copy`), straight into the table; when a key is already there (a replay, an
+  at-least-once duplicate) the unique index refuses the COPY, the transaction is rolled back, and the batch goes
+  through a session-local staging table instead (``CREATE TEMP TABLE IF NOT EXISTS ... ON COMMIT DELETE ROWS``,
+  so it also works through transaction-pooling proxies) and one ``INSERT INTO table SELECT ... FROM staging ON
+  CONFLICT ...``. A COPY that succeeds met no existing key, so both give the same rows; batches keep the staging
+  route while they meet existing keys, and return to the direct COPY after a batch that met none;
 * ``values``: one multi-row ``INSERT ... VALUES ... ON CONFLICT ...`` (psycopg2's ``execute_values``), for
   Postgres-compatible databases without temporary tables.
 

@@ -9,14 +9,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["CACHED_STRING_LIMIT", "string_encoder"]
+__all__ = ["CACHED_STRING_LIMIT", "StringEncoder", "string_encoder"]
 
 #: Strings kept per encoder; longer strings (ids, hashes, payloads) are never cached.
 CACHED_STRING_LIMIT = 4096
 _CACHED_LENGTH_LIMIT = 64
 
 
-def string_encoder(length_prefix: Callable[[int], bytes]) -> tuple[Callable[[Any], bytes | None], Callable[[str], bytes]]:
+#: The cache's ``get``, and the function that encodes (and caches) a string.
+StringEncoder = tuple[Callable[[Any], bytes | None], Callable[[str], bytes]]
+
+
+def string_encoder(length_prefix: Callable[[int], bytes]) -> StringEncoder:
     """The cache's ``get`` and the function that encodes, and caches, a string the cache does not hold.
 
     Compiled encoders inline ``get(value) or encode(value)``, so a hit costs no Python call; an encoded string

@@ -25,7 +25,7 @@ from tests.support import capture, envelopes, normalize
 pytestmark = pytest.mark.integration
 
 METHODS: list[WriteMethod] = ["copy", "values"]
-TOPICS = ["trades", "lob", "ethereum_logs", "dead_letter"]
+TOPICS = ["trades", "lob", "ethereum_logs", "token_transfers", "dead_letter"]
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +85,9 @@ def test_awkward_values_round_trip_exactly_through_both_write_paths(
     trades = [{**trade, "trade_id": text, "venue_symbol": text} for text in texts]
     odd = [math.nan, math.inf, -math.inf, -0.0, 5e-324, 1.7976931348623157e308, 0.1 + 0.2]
     books = [{**book, "bid_price": odd, "bid_size": odd[::-1], "ask_price": [], "ask_size": [], "reason": "a\tb"}]
+    # A book snapshot's long arrays take another encoding path than short ones: both lengths, specials inside.
+    deep = [odd[i % len(odd)] * (1 + i) for i in range(1000)]
+    books.append({**book, "bid_price": deep, "bid_size": deep[::-1], "ask_price": deep[:65], "ask_size": deep[:64]})
     logs = [
         {
             "chain": "ethereum",
@@ -101,6 +104,28 @@ def test_awkward_values_round_trip_exactly_through_both_write_paths(
             "data": "0x",
         }
         for i in range(len(texts))
+    ]
+    amounts = ["0", "1", "9999", "10000", "100000000", str(2**256 - 1), "123456789012345678901234567890"]
+    transfers = [
+        {
+            "chain": "ethereum",
+            "block_number": 17173049,
+            "block_hash": "0xaa5a",
+            "event_timestamp": 1683000000000000,
+            "receipt_timestamp": 1683000000000001,
+            "removed": i % 2 == 1,
+            "transaction_hash": "0xeb10",
+            "log_index": i,
+            "token_address": "0xc02a",
+            "standard": "erc20",
+            "from_address": "0x01",
+            "to_address": "0x02",
+            "value": amount,
+            "token_symbol": None if i % 3 else "WETH",
+            "token_decimals": None if i % 3 else 18,
+            "value_scaled": None if i % 3 else int(amount) / 1e18,
+        }
+        for i, amount in enumerate(amounts)
     ]
     letters = [
         {
@@ -119,7 +144,14 @@ def test_awkward_values_round_trip_exactly_through_both_write_paths(
             "receipt_timestamp": 1,
         }
     ]
-    for topic, values in (("trades", trades), ("lob", books), ("ethereum_logs", logs), ("dead_letter", letters)):
+    written = (
+        ("trades", trades),
+        ("lob", books),
+        ("ethereum_logs", logs),
+        ("token_transfers", transfers),
+        ("dead_letter", letters),
+    )
+    for topic, values in written:
         loaded = _write(dsn, tables[topic], topic, method, values)
         assert (loaded.written, loaded.rejections) == (len(values), [])
         stored = _stored(dsn, tables[topic].name)
@@ -143,6 +175,45 @@ def test_bisection_isolates_the_refused_rows_and_commits_every_other_row(
     assert _stored(dsn, tables["trades"].name) == [v for i, v in enumerate(values) if i not in bad_at]
     again = _write(dsn, tables["trades"], "trades", method, values)  # idempotent: nothing new, same refusals
     assert again.written == 0 and len(again.rejections) == 3
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_a_256_bit_amount_that_is_no_integer_is_refused_naming_its_column(
+    method: WriteMethod, database: tuple[str, dict[str, sa.Table]]
+) -> None:
+    dsn, tables = database
+    _truncate(dsn, tables["token_transfers"].name)
+    records = [
+        {
+            "chain": "ethereum",
+            "block_number": 1,
+            "block_hash": "0x01",
+            "event_timestamp": 0,
+            "receipt_timestamp": 0,
+            "removed": False,
+            "transaction_hash": "0x02",
+            "log_index": i,
+            "token_address": "0x03",
+            "standard": "erc20",
+            "from_address": "0x04",
+            "to_address": "0x05",
+            "value": value,
+            "token_symbol": None,
+            "token_decimals": None,
+            "value_scaled": None,
+        }
+        for i, value in enumerate(["5", "12.5x", "7", str(2**256)])
+    ]
+    loaded = _write(dsn, tables["token_transfers"], "token_transfers", method, records)
+    assert loaded.written == 2
+    reasons = {r.row.source.offset: r.reason for r in loaded.rejections}
+    assert sorted(reasons) == [1, 3]
+    if method == "copy":
+        assert "column value = '12.5x'" in reasons[1]
+    else:
+        assert 'invalid input syntax for type numeric: "12.5x"' in reasons[1]
+    assert "value_uint256" in reasons[3]  # the range CHECK, from the server on both paths
+    assert [r["value"] for r in _stored(dsn, tables["token_transfers"].name)] == ["5", "7"]
 
 
 def test_copy_goes_straight_into_the_table_until_a_batch_meets_stored_keys(
