@@ -37,8 +37,8 @@ class PostgresLoaderSettings(Settings):
     )
     postgres_write_method: WriteMethod = Field(
         "copy",
-        description="copy: COPY into the table, or into a temporary staging table + INSERT ... SELECT ... ON CONFLICT "
-        "when a batch meets stored keys (fastest); values: multi-row INSERT ... VALUES ... ON CONFLICT, "
+        description="copy: binary COPY into the table, or into a temporary staging table + INSERT ... SELECT ... ON "
+        "CONFLICT when a batch meets stored keys (fastest); values: multi-row INSERT ... VALUES ... ON CONFLICT, "
         "for Postgres-compatible databases without temp tables.",
     )
     postgres_retry_min_s: float = Field(
