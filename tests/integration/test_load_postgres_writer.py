@@ -72,6 +72,29 @@ def _same(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
+def _transfer(log_index: int, value: str, **fields: Any) -> dict[str, Any]:
+    """A token transfer record carrying ``value`` (a 256-bit amount's decimal text)."""
+    return {
+        "chain": "ethereum",
+        "block_number": 17173049,
+        "block_hash": "0xaa5a",
+        "event_timestamp": 1683000000000000,
+        "receipt_timestamp": 1683000000000001,
+        "removed": False,
+        "transaction_hash": "0xeb10",
+        "log_index": log_index,
+        "token_address": "0xc02a",
+        "standard": "erc20",
+        "from_address": "0x01",
+        "to_address": "0x02",
+        "value": value,
+        "token_symbol": None,
+        "token_decimals": None,
+        "value_scaled": None,
+        **fields,
+    }
+
+
 @pytest.mark.parametrize("method", METHODS)
 def test_awkward_values_round_trip_exactly_through_both_write_paths(
     method: WriteMethod, database: tuple[str, dict[str, sa.Table]]
@@ -107,24 +130,14 @@ def test_awkward_values_round_trip_exactly_through_both_write_paths(
     ]
     amounts = ["0", "1", "9999", "10000", "100000000", str(2**256 - 1), "123456789012345678901234567890"]
     transfers = [
-        {
-            "chain": "ethereum",
-            "block_number": 17173049,
-            "block_hash": "0xaa5a",
-            "event_timestamp": 1683000000000000,
-            "receipt_timestamp": 1683000000000001,
-            "removed": i % 2 == 1,
-            "transaction_hash": "0xeb10",
-            "log_index": i,
-            "token_address": "0xc02a",
-            "standard": "erc20",
-            "from_address": "0x01",
-            "to_address": "0x02",
-            "value": amount,
-            "token_symbol": None if i % 3 else "WETH",
-            "token_decimals": None if i % 3 else 18,
-            "value_scaled": None if i % 3 else int(amount) / 1e18,
-        }
+        _transfer(
+            i,
+            amount,
+            removed=i % 2 == 1,
+            token_symbol=None if i % 3 else "WETH",
+            token_decimals=None if i % 3 else 18,
+            value_scaled=None if i % 3 else int(amount) / 1e18,
+        )
         for i, amount in enumerate(amounts)
     ]
     letters = [
@@ -183,27 +196,7 @@ def test_a_256_bit_amount_that_is_no_integer_is_refused_naming_its_column(
 ) -> None:
     dsn, tables = database
     _truncate(dsn, tables["token_transfers"].name)
-    records = [
-        {
-            "chain": "ethereum",
-            "block_number": 1,
-            "block_hash": "0x01",
-            "event_timestamp": 0,
-            "receipt_timestamp": 0,
-            "removed": False,
-            "transaction_hash": "0x02",
-            "log_index": i,
-            "token_address": "0x03",
-            "standard": "erc20",
-            "from_address": "0x04",
-            "to_address": "0x05",
-            "value": value,
-            "token_symbol": None,
-            "token_decimals": None,
-            "value_scaled": None,
-        }
-        for i, value in enumerate(["5", "12.5x", "7", str(2**256)])
-    ]
+    records = [_transfer(i, value) for i, value in enumerate(["5", "12.5x", "7", str(2**256)])]
     loaded = _write(dsn, tables["token_transfers"], "token_transfers", method, records)
     assert loaded.written == 2
     reasons = {r.row.source.offset: r.reason for r in loaded.rejections}
