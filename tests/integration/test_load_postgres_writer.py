@@ -25,7 +25,7 @@ from tests.support import capture, envelopes, normalize
 pytestmark = pytest.mark.integration
 
 METHODS: list[WriteMethod] = ["copy", "values"]
-TOPICS = ["trades", "lob", "ethereum_logs", "token_transfers", "dead_letter"]
+TOPICS = ["trades", "lob", "ethereum_logs", "token_transfers", "dex_swaps", "dead_letter"]
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +70,18 @@ def _same(a: Any, b: Any) -> bool:
     if isinstance(a, dict) and isinstance(b, dict):
         return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
     return bool(a == b)
+
+
+_COMMON_CHAIN_FIELDS = (
+    "chain",
+    "block_number",
+    "block_hash",
+    "event_timestamp",
+    "receipt_timestamp",
+    "removed",
+    "transaction_hash",
+    "log_index",
+)
 
 
 def _transfer(log_index: int, value: str, **fields: Any) -> dict[str, Any]:
@@ -140,6 +152,26 @@ def test_awkward_values_round_trip_exactly_through_both_write_paths(
         )
         for i, amount in enumerate(amounts)
     ]
+    signed = ["-1", "-10000", "-9999", str(-(2**255)), str(2**255 - 1), "-100000000", "0"]
+    swaps = [
+        {
+            **{k: v for k, v in _transfer(i, "0").items() if k in _COMMON_CHAIN_FIELDS},
+            "protocol": "uniswap_v3",
+            "pool_address": "0x88e6",
+            "sender": "0x01",
+            "recipient": "0x02",
+            "amount0": amount,
+            "amount1": signed[-1 - i],
+            "token0_address": None,
+            "token1_address": "0xc02a",
+            "amount0_scaled": None,
+            "amount1_scaled": -0.0,
+            "sqrt_price_x96": None if i % 2 else str(2**160 + i),
+            "liquidity": None if i % 2 else str(10**30),
+            "tick": None if i % 2 else -887272 + i,
+        }
+        for i, amount in enumerate(signed)
+    ]
     letters = [
         {
             "flow": "normalize_cex",
@@ -162,6 +194,7 @@ def test_awkward_values_round_trip_exactly_through_both_write_paths(
         ("lob", books),
         ("ethereum_logs", logs),
         ("token_transfers", transfers),
+        ("dex_swaps", swaps),
         ("dead_letter", letters),
     )
     for topic, values in written:
