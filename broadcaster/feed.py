@@ -135,7 +135,7 @@ class KafkaFeed:
             "enable.auto.offset.store": False,
             "auto.offset.reset": "latest",
             "enable.partition.eof": False,
-            "fetch.wait.max.ms": 50,
+            "fetch.wait.max.ms": self._kafka.kafka_fetch_wait_max_ms,
             "session.timeout.ms": self._settings.broadcaster_session_timeout_ms,
             "heartbeat.interval.ms": max(100, self._settings.broadcaster_session_timeout_ms // 3),
         }

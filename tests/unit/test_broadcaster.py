@@ -9,6 +9,7 @@ import pytest
 
 from broadcaster.access import RequestRateLimiter, api_key_valid, offered_api_key, origin_allowed
 from broadcaster.books import BookKeeper
+from broadcaster.feed import KafkaFeed
 from broadcaster.frames import record_frame
 from broadcaster.hub import Hub, RecordItem
 from broadcaster.metrics import BroadcasterMetrics
@@ -16,7 +17,7 @@ from broadcaster.outbox import ACCEPTED, CONFLATED, REFUSED, Outbox
 from broadcaster.protocol import ErrorCode, Pattern, ProtocolError, Subscribe, Unsubscribe, parse_request
 from broadcaster.settings import BroadcasterSettings, load_settings
 from broadcaster.subscriptions import SubscriptionIndex
-from connectors.config import ConfigError
+from connectors.config import ConfigError, Settings
 from schemas import CEX_TOPICS
 from tests.support import ReplayedBook, capture, drop_nth, envelopes, normalize
 
@@ -190,3 +191,10 @@ def test_settings_are_validated_with_clear_messages(monkeypatch: pytest.MonkeyPa
     monkeypatch.delenv("BROADCASTER_ALLOWED_ORIGINS")
     with pytest.raises(ConfigError, match="must be at least BROADCASTER_BATCH_SIZE"):
         load_settings()
+
+
+@pytest.mark.parametrize("wait_ms", [10, 250])
+def test_the_feed_consumer_holds_fetches_no_longer_than_kafka_fetch_wait_max_ms(wait_ms: int) -> None:
+    kafka = Settings(kafka_brokers="127.0.0.1:9", kafka_fetch_wait_max_ms=wait_ms)
+    feed = KafkaFeed(kafka, BroadcasterSettings(), BroadcasterMetrics(), lambda items: None, "replica-1")
+    assert feed._config()["fetch.wait.max.ms"] == wait_ms
