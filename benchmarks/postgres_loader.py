@@ -86,11 +86,8 @@ class _Bench:
         """The sink's work: records to rows, batches of at most 1000, one upsert transaction each, the next
         batch prepared while the database writes the last (`PipelinedLoader`, as the sink does)."""
         loader = PipelinedLoader(lambda writer, batch: load(self.conn, writer, batch), MAX_BATCH_ROWS)
-        try:
-            work = {topic: (TableWriter(self.encoders[topic], method), self.records[topic]) for topic in TOPICS}
-            outcomes = loader.load(work)
-        finally:
-            loader.close()
+        work = {topic: (TableWriter(self.encoders[topic], method), self.records[topic]) for topic in TOPICS}
+        outcomes = loader.load(work)
         assert not any(outcome.refused for outcome in outcomes.values())
         return sum(len(records) for records in self.records.values())
 

@@ -2,16 +2,17 @@
 
 The client-side work of a batch (records to rows, one row per key, the binary COPY encoding) and the database's
 work on the previous batch take about as long each, so doing them one after the other leaves one of the two
-cores idle. `PipelinedLoader` hands each prepared batch to one background thread and prepares the next while the
+cores idle. `PipelinedLoader` hands each prepared batch to a writer thread and prepares the next while the
 database writes it. At most one batch is in flight, so batches land in order, a failing batch stops everything
 after it exactly as before, and `PipelinedLoader.load` returns only when every batch it was given has landed.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from connectors.kafka import SourceRecord
@@ -68,7 +69,6 @@ class PipelinedLoader:
     def __init__(self, write: WriteBatch, batch_rows: int) -> None:
         self._write = write
         self._batch_rows = batch_rows
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="postgres-writer")
 
     def load(self, work: Mapping[str, tuple[TableWriter, Sequence[SourceRecord]]]) -> dict[str, TableOutcome]:
         """Load the records of each topic with its table's writer; the outcome per topic.
@@ -90,15 +90,17 @@ class PipelinedLoader:
                     prepared = self._prepare(writer, rows)
                     if in_flight is not None:
                         self._settle(in_flight)
-                    in_flight = _InFlight(
-                        self._thread.submit(self._write, writer, prepared), len(rows), outcome, refused
-                    )
+                    in_flight = _InFlight(self._start(writer, prepared), len(rows), outcome, refused)
             if in_flight is not None:
                 waiting, in_flight = in_flight, None
                 self._settle(waiting)
-        finally:
-            if in_flight is not None:  # preparing a batch failed: the batch in flight lands before the error rises
+        except Exception:
+            # Preparing a batch failed: the batch in flight lands before the error rises. (An interrupt, a
+            # BaseException, rises at once: the process is stopping, and the write may be waiting for a database
+            # that is away.)
+            if in_flight is not None:
                 in_flight.future.exception()
+            raise
         for topic, outcome in outcomes.items():
             outcome.refused = [item for batch in refusals[topic] for item in batch]
         return outcomes
@@ -117,5 +119,16 @@ class PipelinedLoader:
         in_flight.outcome.duplicate += in_flight.rows - loaded.written - len(loaded.rejections)
         in_flight.refused.extend((rejection.row.source, rejection.reason) for rejection in loaded.rejections)
 
-    def close(self) -> None:
-        self._thread.shutdown(wait=True)
+    def _start(self, writer: TableWriter, batch: Sequence[Row] | Batch) -> Future[Loaded]:
+        """Write ``batch`` on a thread of its own. A daemon thread: a process told to stop while the database
+        is away (the write retrying) still exits, and the server rolls back the unfinished transaction."""
+        future: Future[Loaded] = Future()
+
+        def write() -> None:
+            try:
+                future.set_result(self._write(writer, batch))
+            except BaseException as exc:  # handed to the thread waiting on the future, which raises it
+                future.set_exception(exc)
+
+        threading.Thread(target=write, name="postgres-writer", daemon=True).start()
+        return future

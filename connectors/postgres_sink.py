@@ -162,6 +162,5 @@ class _PostgresPartition(StatelessSinkPartition[SourceRecord]):
         )
 
     def close(self) -> None:
-        self._loader.close()
         self._dead_letters.flush()
         self._engine.dispose()

@@ -100,7 +100,6 @@ def _run(recorder: _Recorder, tables: dict[str, sa.Table], records: dict[str, li
         writers = {topic: TableWriter(RowEncoder(tables[topic], topic), "copy") for topic in TOPICS}
         return dict(loader.load({topic: (writers[topic], records[topic]) for topic in TOPICS}))
     finally:
-        loader.close()
         recorder.connection.close()
 
 
