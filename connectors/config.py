@@ -82,8 +82,8 @@ class Settings(BaseSettings):
         10,
         ge=0,
         le=10_000,
-        description="Longest a broker may hold a flow's fetch waiting for data (librdkafka fetch.wait.max.ms): "
-        "low keeps latency low on brokers that hold fetches open (Tansu).",
+        description="Longest a broker may hold a flow's or the broadcaster's fetch waiting for data (librdkafka "
+        "fetch.wait.max.ms): low keeps latency low on brokers that hold fetches open (Tansu).",
     )
     kafka_stop_at_end: bool = Field(
         False, description="Flows stop when they reach the end of their input topics (backfills, tests)."
