@@ -32,7 +32,6 @@ from benchmarks.inputs import base_envelopes
 from connectors.kafka import SourceRecord
 from connectors.postgres_config import MAX_BATCH_ROWS, PostgresLoaderSettings
 from connectors.postgres_copy import BinaryCopyEncoder
-from connectors.postgres_pipeline import PipelinedLoader
 from connectors.postgres_tables import create_engine, define_tables, prepare_tables
 from connectors.postgres_writer import TableWriter, WriteMethod, load
 from embedded.postgres import EmbeddedPostgres
@@ -83,13 +82,17 @@ class _Bench:
         self.conn.commit()
 
     def load(self, method: WriteMethod) -> int:
-        """The sink's work: records to rows, batches of at most 1000, one upsert transaction each, the next
-        batch prepared while the database writes the last (`PipelinedLoader`, as the sink does)."""
-        loader = PipelinedLoader(lambda writer, batch: load(self.conn, writer, batch), MAX_BATCH_ROWS)
-        work = {topic: (TableWriter(self.encoders[topic], method), self.records[topic]) for topic in TOPICS}
-        outcomes = loader.load(work)
-        assert not any(outcome.refused for outcome in outcomes.values())
-        return sum(len(records) for records in self.records.values())
+        """The sink's work: records to rows, batches of at most 1000, one upsert transaction each."""
+        total = 0
+        for topic in TOPICS:
+            writer = TableWriter(self.encoders[topic], method)
+            rows, refused = self.encoders[topic].rows(self.records[topic])
+            assert not refused
+            for start in range(0, len(rows), MAX_BATCH_ROWS):
+                loaded = load(self.conn, writer, rows[start : start + MAX_BATCH_ROWS])
+                assert not loaded.rejections
+            total += len(rows)
+        return total
 
     def _copy_sql(self, topic: str, direction: str) -> str:
         columns = ", ".join(f'"{name}"' for name in self.encoders[topic].columns)

@@ -8,14 +8,12 @@ dead letters acknowledged by Kafka). Bytewax commits an epoch's snapshot (the Ka
 output is written, so a crash re-delivers at most the records after the last snapshot, and the tables' keys
 make those re-inserts no-ops: exactly-once rows with ``-r/-s/-b``. While the database is away the batch is held
 and retried with backoff (`connectors.postgres_retry`); a row the database rejects goes to ``dead_letter`` with
-the database's reason and the rest of its batch is loaded (`connectors.postgres_writer.load`). The database
-writes each batch on the loader's own thread while the next one is prepared (`connectors.postgres_pipeline`).
+the database's reason and the rest of its batch is loaded (`connectors.postgres_writer.load`).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
@@ -25,10 +23,9 @@ from prometheus_client import Counter
 
 from connectors.kafka import DeadLetterProducer, SourceRecord
 from connectors.postgres_config import PostgresLoaderSettings
-from connectors.postgres_pipeline import PipelinedLoader
 from connectors.postgres_retry import Backoff, retry_transient
 from connectors.postgres_tables import create_engine, define_tables
-from connectors.postgres_writer import Batch, Loaded, TableWriter, failure_kind, load
+from connectors.postgres_writer import Loaded, TableWriter, failure_kind, load
 from operators.dead_letter import SourceRef, dead_letter
 from operators.table_rows import Row, RowEncoder
 from schemas.serde import codec_for
@@ -86,32 +83,36 @@ class _PostgresPartition(StatelessSinkPartition[SourceRecord]):
         self._writers = writers
         self._dead_letters = dead_letters
         self._flow = flow
+        self._batch_size = config.postgres_batch_size
         self._backoff = Backoff(config.postgres_retry_min_s, config.postgres_retry_max_s)
-        self._loader = PipelinedLoader(self._write, config.postgres_batch_size)
 
     def write_batch(self, items: list[SourceRecord]) -> None:
         by_topic: dict[str, list[SourceRecord]] = {}
         for item in items:
             by_topic.setdefault(item.topic, []).append(item)
-        outcomes = self._loader.load({topic: (self._writers[topic], records) for topic, records in by_topic.items()})
-        for topic, outcome in outcomes.items():
-            table = self._writers[topic].encoder.table.name
-            ROWS.labels(table, "written").inc(outcome.written)
-            ROWS.labels(table, "duplicate").inc(outcome.duplicate)
-            if outcome.refused:
-                self._reject(table, outcome.refused)
+        for topic, records in by_topic.items():
+            writer = self._writers[topic]
+            table = writer.encoder.table.name
+            rows, refused = writer.encoder.rows(records)
+            for start in range(0, len(rows), self._batch_size):
+                chunk = rows[start : start + self._batch_size]
+                loaded = retry_transient(
+                    partial(self._load, writer, chunk),
+                    self._backoff,
+                    f"{len(chunk)} rows for table {table}",
+                    self._flow,
+                )
+                refused.extend((rejection.row.source, rejection.reason) for rejection in loaded.rejections)
+                ROWS.labels(table, "written").inc(loaded.written)
+                ROWS.labels(table, "duplicate").inc(len(chunk) - loaded.written - len(loaded.rejections))
+            if refused:
+                self._reject(table, refused)
         self._dead_letters.flush()
 
-    def _write(self, writer: TableWriter, batch: Sequence[Row] | Batch) -> Loaded:
-        """One batch into its table (on the loader's thread), holding it while the database is away."""
-        rows = len(batch.rows) if isinstance(batch, Batch) else len(batch)
-        holding = f"{rows} rows for table {writer.encoder.table.name}"
-        return retry_transient(partial(self._load, writer, batch), self._backoff, holding, self._flow)
-
-    def _load(self, writer: TableWriter, batch: Sequence[Row] | Batch) -> Loaded:
+    def _load(self, writer: TableWriter, rows: list[Row]) -> Loaded:
         connection = self._engine.raw_connection()
         try:
-            loaded = load(connection.dbapi_connection, writer, batch)
+            loaded = load(connection.dbapi_connection, writer, rows)
         except Exception as exc:
             if failure_kind(exc) == "transient":
                 connection.invalidate()  # never hand this connection out again
