@@ -24,7 +24,8 @@ import asyncio
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -268,48 +269,55 @@ def _broadcaster(bootstrap: str, workdir: Path) -> tuple[ManagedProcess, int]:
     return process, port
 
 
-def _broadcaster_latency(stream: list[Message], clients: int, rate: float) -> list[float]:
-    """Produce-to-client latencies (ms) of ``stream`` at ``rate`` records/s, on a broker of its own."""
+@contextmanager
+def _fresh_broker() -> Iterator[tuple[str, Path]]:
+    """A broker of its own with the stream's topics (bootstrap address, work directory)."""
     with tempfile.TemporaryDirectory() as tmp, TansuBroker(Path(tmp)) as kafka:
         ensure_topics(Settings(kafka_brokers=kafka.bootstrap, topic_partitions="default=3"), TOPICS)
-        process, port = _broadcaster(kafka.bootstrap, Path(tmp))
+        yield kafka.bootstrap, Path(tmp)
+
+
+@contextmanager
+def _served() -> Iterator[tuple[str, str]]:
+    """A fresh broker and a broadcaster reading it (bootstrap address, websocket URL)."""
+    with _fresh_broker() as (bootstrap, workdir):
+        process, port = _broadcaster(bootstrap, workdir)
         try:
-            started = threading.Event()
-            sent: dict[tuple[str, int, int], float] = {}
-
-            def produce_when_subscribed() -> None:
-                started.wait(60)
-                _produce(kafka.bootstrap, stream, rate, sent)
-
-            producer = threading.Thread(target=produce_when_subscribed)
-            producer.start()
-            url = f"ws://127.0.0.1:{port}/ws"
-            samples = asyncio.run(_latency_clients(url, clients, len(stream), started))
-            producer.join()
+            yield bootstrap, f"ws://127.0.0.1:{port}/ws"
         finally:
             process.stop()
+
+
+def _broadcaster_latency(stream: list[Message], clients: int, rate: float) -> list[float]:
+    """Produce-to-client latencies (ms) of ``stream`` at ``rate`` records/s, on a broker of its own."""
+    sent: dict[tuple[str, int, int], float] = {}
+    with _served() as (bootstrap, url):
+        started = threading.Event()
+
+        def produce_when_subscribed() -> None:
+            started.wait(60)
+            _produce(bootstrap, stream, rate, sent)
+
+        producer = threading.Thread(target=produce_when_subscribed)
+        producer.start()
+        samples = asyncio.run(_latency_clients(url, clients, len(stream), started))
+        producer.join()
     return [(at - sent[coords]) * 1000 for coords, at in samples if coords in sent]
 
 
 def _baseline_latency(stream: list[Message], rate: float) -> list[float]:
     """The plain consumer's produce-to-consume latencies (ms), on a broker of its own."""
-    with tempfile.TemporaryDirectory() as tmp, TansuBroker(Path(tmp)) as kafka:
-        ensure_topics(Settings(kafka_brokers=kafka.bootstrap, topic_partitions="default=3"), TOPICS)
-        return _kafka_latency(kafka.bootstrap, stream, rate)
+    with _fresh_broker() as (bootstrap, _):
+        return _kafka_latency(bootstrap, stream, rate)
 
 
 def _throughput(stream: list[Message], clients: int) -> float:
     """Deliveries per second when the whole stream is produced at once."""
-    with tempfile.TemporaryDirectory() as tmp, TansuBroker(Path(tmp)) as kafka:
-        ensure_topics(Settings(kafka_brokers=kafka.bootstrap, topic_partitions="default=3"), TOPICS)
-        process, port = _broadcaster(kafka.bootstrap, Path(tmp))
-        try:
-            sent: dict[tuple[str, int, int], float] = {}
-            producer = threading.Thread(target=_produce, args=(kafka.bootstrap, stream, None, sent))
-            elapsed = asyncio.run(_count_all([f"ws://127.0.0.1:{port}/ws"] * clients, len(stream), producer.start))
-            producer.join()
-        finally:
-            process.stop()
+    sent: dict[tuple[str, int, int], float] = {}
+    with _served() as (bootstrap, url):
+        producer = threading.Thread(target=_produce, args=(bootstrap, stream, None, sent))
+        elapsed = asyncio.run(_count_all([url] * clients, len(stream), producer.start))
+        producer.join()
     return len(stream) * clients / elapsed
 
 
