@@ -1,36 +1,44 @@
 """The Bytewax sink that loads standardized records into Postgres: one table per topic, batches of at most 1000.
 
-A `DynamicSink`: every worker writes the records of the Kafka partitions it reads, through its own pooled
-engine, so one instrument's records (one key, one partition) are always written by one worker, in order.
+A `FixedPartitionedSink` whose partitions are the flow's Kafka input partitions (``<partition>-<topic>``, as
+Bytewax's KafkaSource names them), with items keyed by `partition_key`. Both sides get the same primary worker
+for each name, so every record is written by the worker that read it, and one instrument's records (one key,
+one partition) are written in order.
 
-Delivery: ``write_batch`` returns only when every row of its items has landed or was dead-lettered (and the
-dead letters acknowledged by Kafka). Bytewax commits an epoch's snapshot (the Kafka offsets) only after its
-output is written, so a crash re-delivers at most the records after the last snapshot, and the tables' keys
-make those re-inserts no-ops: exactly-once rows with ``-r/-s/-b``. While the database is away the batch is held
-and retried with backoff (`connectors.postgres_retry`); a row the database rejects goes to ``dead_letter`` with
-the database's reason and the rest of its batch is loaded (`connectors.postgres_writer.load`).
+Write-behind: ``write_batch`` turns the records into rows, hands each batch of rows to the worker's writer
+thread and returns while the last batch is still being written; the next batch is prepared meanwhile
+(`connectors.postgres_pipeline`). Bytewax calls ``snapshot`` on every partition written in an epoch when the
+epoch closes, before the epoch (and the Kafka offsets it read) can be committed; ``snapshot`` waits until the
+batch in flight has landed and the dead letters are acknowledged by Kafka. So a crash re-delivers at most the
+records after the last committed epoch, and the tables' keys make those re-inserts no-ops: exactly-once rows
+with ``-r/-s/-b``. While the database is away the batch is held and retried with backoff
+(`connectors.postgres_retry`), and the flow waits at its next batch; a row the database rejects goes to
+``dead_letter`` with the database's reason and the rest of its batch is loaded (`connectors.postgres_writer`).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Sequence
 from functools import partial
 from typing import Any
+from zlib import adler32
 
-import sqlalchemy as sa
-from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from prometheus_client import Counter
 
-from connectors.kafka import DeadLetterProducer, SourceRecord
+from connectors.kafka import DeadLetterProducer, SourceRecord, raw_source
 from connectors.postgres_config import PostgresLoaderSettings
+from connectors.postgres_pipeline import WriteBehind, rows_offering_gil
 from connectors.postgres_retry import Backoff, retry_transient
 from connectors.postgres_tables import create_engine, define_tables
-from connectors.postgres_writer import Loaded, TableWriter, failure_kind, load
+from connectors.postgres_writer import Batch, Loaded, TableWriter, failure_kind, load
 from operators.dead_letter import SourceRef, dead_letter
 from operators.table_rows import Row, RowEncoder
 from schemas.serde import codec_for
 
-__all__ = ["ERROR_TYPE", "PostgresSink"]
+__all__ = ["ERROR_TYPE", "PostgresSink", "partition_key"]
 
 log = logging.getLogger(__name__)
 
@@ -46,73 +54,123 @@ ROWS = Counter(
 )
 
 
-class PostgresSink(DynamicSink[SourceRecord]):
-    """Writes `SourceRecord` items to their topic's table."""
+def partition_key(record: SourceRecord) -> tuple[str, SourceRecord]:
+    """``(part, record)``: the record keyed by the name of the sink partition that writes it, its input's."""
+    return f"{record.partition}-{record.topic}", record
+
+
+class PostgresSink(FixedPartitionedSink[SourceRecord, None]):
+    """Writes `SourceRecord` items, keyed by `partition_key`, to their topic's table."""
 
     def __init__(self, config: PostgresLoaderSettings, topics: list[str], flow: str) -> None:
         self._config = config
         self._topics = topics
         self._flow = flow
+        self._index: dict[str, int] = {}
+        self._workers = threading.local()  # Bytewax builds and runs a worker's partitions on its own thread
 
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _PostgresPartition:
-        config = self._config
-        engine = create_engine(config)
-        tables = define_tables(config, self._topics)
-        writers = {
-            topic: TableWriter(
-                RowEncoder(table, config.schema_of(topic)),
-                config.postgres_write_method,
-                config.postgres_statement_timeout_s,
-            )
-            for topic, table in tables.items()
-        }
-        return _PostgresPartition(config, engine, writers, DeadLetterProducer(config), self._flow)
+    def list_parts(self) -> list[str]:
+        """The partitions of the topics, named as the flow's KafkaSource names its own."""
+        parts = raw_source(self._config, self._topics).list_parts()
+        # Bytewax indexes part_fn's value into the sorted set of every worker's parts.
+        self._index = {part: index for index, part in enumerate(sorted(parts))}
+        return parts
+
+    def part_fn(self, item_key: str) -> int:
+        index = self._index.get(item_key)
+        return adler32(item_key.encode()) if index is None else index
+
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _PostgresPartition:
+        loader: _WorkerLoader | None = getattr(self._workers, "loader", None)
+        if loader is None or loader.closed:
+            loader = self._workers.loader = _WorkerLoader(self._config, self._topics, self._flow)
+        return _PostgresPartition(loader, for_part.split("-", 1)[1])
 
 
-class _PostgresPartition(StatelessSinkPartition[SourceRecord]):
-    def __init__(
-        self,
-        config: PostgresLoaderSettings,
-        engine: sa.Engine,
-        writers: dict[str, TableWriter],
-        dead_letters: DeadLetterProducer,
-        flow: str,
-    ) -> None:
+class _PostgresPartition(StatefulSinkPartition[SourceRecord, None]):
+    """One input partition's records; the work is its worker's `_WorkerLoader`'s."""
+
+    def __init__(self, loader: _WorkerLoader, topic: str) -> None:
+        self._loader = loader
+        self._topic = topic
+        loader.parts += 1
+
+    def write_batch(self, values: list[SourceRecord]) -> None:
+        self._loader.load(self._topic, values)
+
+    def snapshot(self) -> None:
+        """Called at the close of each epoch this partition wrote in: everything written lands first."""
+        self._loader.settle()
+
+    def close(self) -> None:
+        self._loader.release()
+
+
+class _WorkerLoader:
+    """A worker's database engine, table writers, dead-letter producer and writer thread, shared by its parts."""
+
+    def __init__(self, config: PostgresLoaderSettings, topics: list[str], flow: str) -> None:
         self._config = config
-        self._engine = engine
-        self._writers = writers
-        self._dead_letters = dead_letters
         self._flow = flow
+        self._engine = create_engine(config)
+        self._tables = define_tables(config, topics)
+        self._writers: dict[str, TableWriter] = {}
+        self._dead_letters: DeadLetterProducer | None = None  # made on the first dead letter
         self._batch_size = config.postgres_batch_size
         self._backoff = Backoff(config.postgres_retry_min_s, config.postgres_retry_max_s)
+        self._pipeline: WriteBehind[Loaded] = WriteBehind("postgres-writer")
+        self.parts = 0
+        self.closed = False
 
-    def write_batch(self, items: list[SourceRecord]) -> None:
-        by_topic: dict[str, list[SourceRecord]] = {}
-        for item in items:
-            by_topic.setdefault(item.topic, []).append(item)
-        for topic, records in by_topic.items():
-            writer = self._writers[topic]
-            table = writer.encoder.table.name
-            rows, refused = writer.encoder.rows(records)
-            for start in range(0, len(rows), self._batch_size):
-                chunk = rows[start : start + self._batch_size]
-                loaded = retry_transient(
-                    partial(self._load, writer, chunk),
-                    self._backoff,
-                    f"{len(chunk)} rows for table {table}",
-                    self._flow,
-                )
-                refused.extend((rejection.row.source, rejection.reason) for rejection in loaded.rejections)
-                ROWS.labels(table, "written").inc(loaded.written)
-                ROWS.labels(table, "duplicate").inc(len(chunk) - loaded.written - len(loaded.rejections))
-            if refused:
-                self._reject(table, refused)
-        self._dead_letters.flush()
+    def _writer(self, topic: str) -> TableWriter:
+        writer = self._writers.get(topic)
+        if writer is None:
+            config = self._config
+            encoder = RowEncoder(self._tables[topic], config.schema_of(topic))
+            writer = TableWriter(encoder, config.postgres_write_method, config.postgres_statement_timeout_s)
+            self._writers[topic] = writer
+        return writer
 
-    def _load(self, writer: TableWriter, rows: list[Row]) -> Loaded:
+    def load(self, topic: str, records: list[SourceRecord]) -> None:
+        """Hand ``records`` to the database in batches of at most the batch size, the last one left in flight."""
+        writer = self._writer(topic)
+        rows, refused = rows_offering_gil(writer.encoder, records)
+        if refused:
+            self._reject(writer.encoder.table.name, refused)
+        if not rows:
+            return
+        # Even batches: 1024 rows go as two of 512, not 1000 and a 24-row transaction.
+        count = -(-len(rows) // self._batch_size)
+        size = -(-len(rows) // count)
+        for start in range(0, len(rows), size):
+            chunk = rows[start : start + size]
+            batch = _prepared(writer, chunk)
+            self._pipeline.submit(partial(self._write, writer, batch), partial(self._settle, writer, len(chunk)))
+
+    def settle(self) -> None:
+        """Wait until every row handed over has landed, and every dead letter is acknowledged."""
+        self._pipeline.wait()
+        if self._dead_letters is not None:
+            self._dead_letters.flush()
+
+    def release(self) -> None:
+        """One partition closed: settle; the last one also disposes of the engine."""
+        self.settle()
+        self.parts -= 1
+        if self.parts <= 0 and not self.closed:
+            self.closed = True
+            self._engine.dispose()
+
+    def _write(self, writer: TableWriter, batch: Sequence[Row] | Batch) -> Loaded:
+        """One batch into its table (on the writer thread), held while the database is away."""
+        rows = len(batch.rows) if isinstance(batch, Batch) else len(batch)
+        holding = f"{rows} rows for table {writer.encoder.table.name}"
+        return retry_transient(partial(self._load, writer, batch), self._backoff, holding, self._flow)
+
+    def _load(self, writer: TableWriter, batch: Sequence[Row] | Batch) -> Loaded:
         connection = self._engine.raw_connection()
         try:
-            loaded = load(connection.dbapi_connection, writer, rows)
+            loaded = load(connection.dbapi_connection, writer, batch)
         except Exception as exc:
             if failure_kind(exc) == "transient":
                 connection.invalidate()  # never hand this connection out again
@@ -120,6 +178,13 @@ class _PostgresPartition(StatelessSinkPartition[SourceRecord]):
         finally:
             connection.close()
         return loaded
+
+    def _settle(self, writer: TableWriter, rows: int, loaded: Loaded) -> None:
+        table = writer.encoder.table.name
+        ROWS.labels(table, "written").inc(loaded.written)
+        ROWS.labels(table, "duplicate").inc(rows - loaded.written - len(loaded.rejections))
+        if loaded.rejections:
+            self._reject(table, [(rejection.row.source, rejection.reason) for rejection in loaded.rejections])
 
     def _reject(self, table: str, refused: list[tuple[SourceRecord, str]]) -> None:
         """Send refused records to dead_letter, with one log line for the lot."""
@@ -147,6 +212,8 @@ class _PostgresPartition(StatelessSinkPartition[SourceRecord]):
         key = record.key.encode() if record.key is not None else None
         value: dict[str, Any] = record.value
         receipt = value.get("receipt_timestamp")
+        if self._dead_letters is None:
+            self._dead_letters = DeadLetterProducer(self._config)
         self._dead_letters.send(
             dead_letter(
                 self._flow,
@@ -162,6 +229,9 @@ class _PostgresPartition(StatelessSinkPartition[SourceRecord]):
             key=record.key,
         )
 
-    def close(self) -> None:
-        self._dead_letters.flush()
-        self._engine.dispose()
+
+def _prepared(writer: TableWriter, rows: list[Row]) -> Sequence[Row] | Batch:
+    try:
+        return writer.prepare(rows)
+    except ValueError:  # a row with no binary COPY form: `load` isolates it by bisection on the writer thread
+        return rows

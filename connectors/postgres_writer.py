@@ -26,7 +26,7 @@ import io
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import psycopg2
 import psycopg2.errorcodes
@@ -39,7 +39,7 @@ from connectors.postgres_copy import BinaryCopyEncoder, CopyValueError
 from operators.table_rows import Row, RowEncoder
 from schemas.sql import TableKey
 
-__all__ = ["Loaded", "Rejection", "TableWriter", "WriteMethod", "failure_kind", "load"]
+__all__ = ["Batch", "Loaded", "Rejection", "TableWriter", "WriteMethod", "failure_kind", "load"]
 
 WriteMethod = Literal["copy", "values"]
 FailureKind = Literal["transient", "rejected", "fatal"]
@@ -77,6 +77,13 @@ def rejection_reason(exc: BaseException) -> str:
     if isinstance(exc, CopyValueError):
         return f"The row has no binary COPY form: {exc}"
     return f"PostgreSQL client rejected the row: {exc}"
+
+
+class Batch(NamedTuple):
+    """Rows ready to write: the latest row per key for upsert tables, and their COPY payload (copy path)."""
+
+    rows: Sequence[Row]
+    payload: bytes | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,16 +137,20 @@ class TableWriter:
         self.insert_select_sql = insert_select
         self.insert_values_sql = f"{timeout}INSERT INTO {target} ({columns}) VALUES %s{conflict}"
 
-    def write(self, connection: Any, rows: Sequence[Row]) -> int:
-        """Write ``rows`` (at most one batch) and commit; returns the rows inserted or updated."""
+    def prepare(self, rows: Sequence[Row]) -> Batch:
+        """The client-side work of a batch (no database): one row per key, encoded for COPY on the copy path."""
         rows = self.encoder.latest_per_key(rows)
-        if self.method == "copy":
-            payload = self.copy_encoder.encode([row.values for row in rows])
-            if self.direct and self._copy_direct(connection, payload):
-                return len(rows)
+        payload = self.copy_encoder.encode([row.values for row in rows]) if self.method == "copy" else None
+        return Batch(rows, payload)
+
+    def write(self, connection: Any, batch: Batch) -> int:
+        """Write a prepared batch (at most one batch of rows) and commit; returns the rows inserted or updated."""
+        rows, payload = batch
+        if payload is not None and self.direct and self._copy_direct(connection, payload):
+            return len(rows)
         try:
             with connection.cursor() as cursor:
-                if self.method == "copy":
+                if payload is not None:
                     staged = connection in self._staged
                     cursor.execute(self.timeout_sql if staged else self.create_stage_sql)
                     cursor.copy_expert(self.copy_sql, io.BytesIO(payload), len(payload))
@@ -150,7 +161,7 @@ class TableWriter:
                     )
                 written: int = cursor.rowcount
             connection.commit()
-            if self.method == "copy":
+            if payload is not None:
                 self._staged.add(connection)  # only once committed: a rolled-back CREATE left no table
                 self.direct = written == len(rows)
         except BaseException:
@@ -192,16 +203,22 @@ def _rollback_quietly(connection: Any) -> None:
         connection.rollback()
 
 
-def load(connection: Any, writer: TableWriter, rows: Sequence[Row]) -> Loaded:
-    """Write ``rows``; rows the database rejects are isolated by bisection and returned, the rest committed.
+def load(connection: Any, writer: TableWriter, rows: Sequence[Row] | Batch) -> Loaded:
+    """Write ``rows`` (or a batch `TableWriter.prepare` made of them); rows the database rejects are isolated
+    by bisection and returned, the rest committed.
 
     Transient and fatal errors propagate: rows committed before them stay committed, and writing the batch
     again is harmless because every write is idempotent.
     """
+    if isinstance(rows, Batch):
+        batch: Batch | None = rows
+        rows = rows.rows
+    else:
+        batch = None
     if not rows:
         return Loaded(0, [])
     try:
-        return Loaded(writer.write(connection, rows), [])
+        return Loaded(writer.write(connection, batch if batch is not None else writer.prepare(rows)), [])
     except Exception as exc:
         if failure_kind(exc) != "rejected":
             raise

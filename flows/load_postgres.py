@@ -25,7 +25,7 @@ from connectors.logs import configure_logging
 from connectors.metrics import RECORDS_IN, count_outputs
 from connectors.postgres_config import PostgresLoaderSettings, loader_settings
 from connectors.postgres_retry import Backoff, retry_transient
-from connectors.postgres_sink import PostgresSink
+from connectors.postgres_sink import PostgresSink, partition_key
 from connectors.postgres_tables import create_engine, define_tables, loader_topics, prepare_tables
 from operators.records import Output
 
@@ -66,7 +66,8 @@ def build(config: PostgresLoaderSettings) -> Dataflow:
     messages = op.input("kafka_in", flow, raw_source(config, topics))
     decoded = op.map("avro_decode", messages, AvroDecoder(config, FLOW))
     split = op.branch("split_undecodable", decoded, _is_record)
-    op.output("postgres_out", split.trues, PostgresSink(config, topics, FLOW))
+    by_partition = op.map("key_by_partition", split.trues, partition_key)
+    op.output("postgres_out", by_partition, PostgresSink(config, topics, FLOW))
     undecodable = op.map("key_dead_letters", split.falses, _keyed_dead_letter)
     op.output("dead_letter_out", undecodable, AvroKafkaSink(config, FLOW))
     return flow
