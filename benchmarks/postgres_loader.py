@@ -4,10 +4,12 @@
 
 Input: the standardized records of the hftbacktest Binance spot BTCUSDT stream (28,040 tickers, 9,757 trades,
 3,450 book changes with their level arrays), as the sink receives them from Kafka (decoded records). Each loader
-figure is the sink's own work: records to rows, batches of 1000 rows, each batch one idempotent upsert
-transaction (``copy``: COPY into the table, through a staging table + ``INSERT ... SELECT ... ON CONFLICT`` once
-keys exist; ``values``:
-multi-row ``INSERT ... VALUES ... ON CONFLICT``), into tables with their keys and indexes. The replay figure
+figure is the sink's own work, driven as Bytewax drives it: ``write_batch`` calls of one consumer batch (1000
+records) of one partition, the topics in turn, then ``snapshot`` (the epoch's close) and ``close``. That is
+records to rows, batches of at most 1000 rows, each batch one idempotent upsert transaction written behind on
+the writer thread while the next is prepared (``copy``: COPY into the table, through a staging table +
+``INSERT ... SELECT ... ON CONFLICT`` once keys exist; ``values``: multi-row ``INSERT ... VALUES ... ON
+CONFLICT``), into tables with their keys and indexes. The replay figure
 loads the same records again (every key present). The baseline is the server's ceiling for the same rows: a
 single binary COPY per table of the pre-encoded rows into the same, empty tables, no conflict handling. A last
 figure compares that ceiling with one text COPY of the same rows (the server's own text of them, from
@@ -23,7 +25,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg2
 
@@ -32,8 +34,9 @@ from benchmarks.inputs import base_envelopes
 from connectors.kafka import SourceRecord
 from connectors.postgres_config import MAX_BATCH_ROWS, PostgresLoaderSettings
 from connectors.postgres_copy import BinaryCopyEncoder
+from connectors.postgres_sink import PostgresSink
 from connectors.postgres_tables import create_engine, define_tables, prepare_tables
-from connectors.postgres_writer import TableWriter, WriteMethod, load
+from connectors.postgres_writer import WriteMethod
 from embedded.postgres import EmbeddedPostgres
 from operators.normalize import normalize_envelopes
 from operators.table_rows import RowEncoder
@@ -41,7 +44,11 @@ from operators.venues.base import NormalizerSettings
 
 __all__ = ["main", "measure"]
 
+T = TypeVar("T")
+
 TOPICS = ("ticker", "trades", "lob")
+#: Records per ``write_batch`` call: what the flow hands its sink, one Kafka consumer batch of a partition.
+CALL_RECORDS = 1000
 #: Envelopes of the recording used with ``--quick``.
 QUICK_ENVELOPES = 5000
 
@@ -54,13 +61,13 @@ def _records(limit: int | None = None) -> dict[str, list[SourceRecord]]:
     return records
 
 
-def _best(work: Callable[[], int], prepare: Callable[[], None], repeats: int) -> float:
+def _best(work: Callable[[T], int], prepare: Callable[[], T], repeats: int) -> float:
     """Rows per second of the fastest of ``repeats`` runs; ``prepare`` runs untimed before each."""
     best = 0.0
     for _ in range(repeats):
-        prepare()
+        prepared = prepare()
         start = time.perf_counter()
-        rows = work()
+        rows = work(prepared)
         best = max(best, rows / (time.perf_counter() - start))
     return best
 
@@ -75,24 +82,37 @@ class _Bench:
         self.records = records
         self.encoders = {topic: RowEncoder(self.tables[topic], topic) for topic in TOPICS}
         self.conn: Any = psycopg2.connect(dsn)
+        self.dsn = dsn
 
     def truncate(self) -> None:
         with self.conn.cursor() as cur:
             cur.execute(f"TRUNCATE {', '.join(table.name for table in self.tables.values())}")
         self.conn.commit()
 
-    def load(self, method: WriteMethod) -> int:
-        """The sink's work: records to rows, batches of at most 1000, one upsert transaction each."""
-        total = 0
-        for topic in TOPICS:
-            writer = TableWriter(self.encoders[topic], method)
-            rows, refused = self.encoders[topic].rows(self.records[topic])
-            assert not refused
-            for start in range(0, len(rows), MAX_BATCH_ROWS):
-                loaded = load(self.conn, writer, rows[start : start + MAX_BATCH_ROWS])
-                assert not loaded.rejections
-            total += len(rows)
-        return total
+    def parts(self, method: WriteMethod, truncate: bool = False) -> dict[str, Any]:
+        """The sink's partitions for partition 0 of each topic, as Bytewax builds them, into emptied tables if
+        ``truncate``."""
+        if truncate:
+            self.truncate()
+        config = PostgresLoaderSettings(database_url=self.dsn, postgres_write_method=method)
+        sink = PostgresSink(config, list(TOPICS), "benchmark")
+        return {topic: sink.build_part("postgres_out", f"0-{topic}", None) for topic in TOPICS}
+
+    def load(self, parts: dict[str, Any]) -> int:
+        """The sink's work in the flow's call shape: the topics' partitions in turn, one consumer batch (1000
+        records) per call, then the epoch's close (``snapshot``) and the end (``close``)."""
+        calls = [
+            (parts[topic], records[start : start + CALL_RECORDS])
+            for topic, records in self.records.items()
+            for start in range(0, len(records), CALL_RECORDS)
+        ]
+        calls.sort(key=lambda call: call[1][0].offset)  # the partitions' batches interleaved, as they arrive
+        for part, records in calls:
+            part.write_batch(records)
+        for part in parts.values():
+            part.snapshot()
+            part.close()
+        return sum(len(records) for records in self.records.values())
 
     def _copy_sql(self, topic: str, direction: str) -> str:
         columns = ", ".join(f'"{name}"' for name in self.encoders[topic].columns)
@@ -136,11 +156,11 @@ def measure(repeats: int = 3, quick: bool = False) -> list[Result]:
         bench = _Bench(server.dsn, records)
         binary = bench.binary_payloads()
         text = bench.text_payloads(binary)
-        ceiling = _best(lambda: bench.plain_copy(binary, "binary"), bench.truncate, repeats)
-        text_ceiling = _best(lambda: bench.plain_copy(text, "text"), bench.truncate, repeats)
-        via_copy = _best(lambda: bench.load("copy"), bench.truncate, repeats)
-        via_values = _best(lambda: bench.load("values"), bench.truncate, repeats)
-        replay = _best(lambda: bench.load("copy"), lambda: None, repeats)  # the rows are all there already
+        ceiling = _best(lambda _: bench.plain_copy(binary, "binary"), bench.truncate, repeats)
+        text_ceiling = _best(lambda _: bench.plain_copy(text, "text"), bench.truncate, repeats)
+        via_copy = _best(bench.load, lambda: bench.parts("copy", truncate=True), repeats)
+        via_values = _best(bench.load, lambda: bench.parts("values", truncate=True), repeats)
+        replay = _best(bench.load, lambda: bench.parts("copy"), repeats)  # the rows are all there already
         bench.conn.close()
     baseline = "one binary COPY per table of the same rows, pre-encoded, into empty tables"
     note = f"{rows:,} ticker/trades/lob rows, {MAX_BATCH_ROWS}-row batches, embedded PostgreSQL 16, best of {repeats}"

@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import json
+import threading
+from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg2
 import pytest
+from bytewax.testing import cluster_main
 from confluent_kafka import Producer
 
-from connectors.kafka import TopicRecord, ensure_topics
+from connectors.kafka import AvroDecoder, SourceRecord, TopicRecord, ensure_topics
 from connectors.postgres_config import PostgresLoaderSettings
+from connectors.postgres_sink import _WorkerLoader
 from connectors.postgres_tables import create_engine, define_tables, prepare_tables
 from embedded.kafka import TansuBroker
 from embedded.postgres import EmbeddedPostgres
+from flows.load_postgres import build
 from schemas.serde import codec_for
 from tests.harness import flow_env, run_flow, settings_for
 from tests.integration.load_postgres_support import (
@@ -71,6 +76,40 @@ def test_every_topic_lands_in_its_table_with_every_value_equal(captured: Capture
     assert set(lookups) == set(CEX_LOADED)
     assert all("(exchange, symbol, event_timestamp)" in indexdef for indexdef in lookups.values())
     assert levels == sum(len(r.value["bid_price"]) for r in captured.records["lob"])
+
+
+def test_each_record_is_written_by_the_worker_that_read_it(
+    captured: Captured, postgres: EmbeddedPostgres, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two workers in one process: the sink's partitions get the same workers as the input's, so no record is
+    handed from one worker to the other, and both workers write."""
+    dsn = create_database(postgres, "load_locality")
+    env = {**captured.env, "DATABASE_URL": dsn, "POSTGRES_TOPICS": "trades,lob,ticker"}
+    readers: dict[tuple[int, str], set[int]] = defaultdict(set)
+    writers: dict[tuple[int, str], set[int]] = defaultdict(set)
+    decode, load = AvroDecoder.__call__, _WorkerLoader.load
+
+    def reading(self: AvroDecoder, msg: Any) -> Any:
+        record = decode(self, msg)
+        if isinstance(record, SourceRecord):
+            readers[record.partition, record.topic].add(threading.get_ident())
+        return record
+
+    def writing(self: _WorkerLoader, topic: str, records: list[SourceRecord]) -> None:
+        for record in records:
+            writers[record.partition, record.topic].add(threading.get_ident())
+        load(self, topic, records)
+
+    monkeypatch.setattr(AvroDecoder, "__call__", reading)
+    monkeypatch.setattr(_WorkerLoader, "load", writing)
+    cluster_main(build(_loader_config(env)), [], 0, worker_count_per_proc=2)
+
+    assert len(writers) > 4, "several input partitions carried records"
+    assert writers == readers
+    assert all(len(threads) == 1 for threads in writers.values())
+    assert len(set().union(*writers.values())) == 2, "both workers wrote"
+    for topic in ("trades", "lob", "ticker"):
+        assert_table_equals_topic(dsn, topic, captured.records[topic])
 
 
 def _loader_config(env: dict[str, str]) -> PostgresLoaderSettings:
