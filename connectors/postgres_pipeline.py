@@ -55,11 +55,6 @@ class WriteBehind(Generic[T]):
         self._name = name
         self._in_flight: tuple[Future[T], Callable[[T], None]] | None = None
 
-    @property
-    def busy(self) -> bool:
-        """Whether a write was submitted and not yet waited for."""
-        return self._in_flight is not None
-
     def submit(self, write: Callable[[], T], settle: Callable[[T], None]) -> None:
         """Wait for the write in flight (settling it), then start ``write``; ``settle`` gets its result later."""
         self.wait()
