@@ -24,8 +24,8 @@ SCRIPT = textwrap.dedent(
         threading.Event().wait()  # retrying forever
 
     pipeline = WriteBehind("postgres-writer")
-    pipeline.submit(database_away, print)
-    try:
+    try:  # the signal may land while submit still waits for the thread to start
+        pipeline.submit(database_away, print)
         pipeline.wait()  # as the next batch, or the epoch's snapshot, does
     except KeyboardInterrupt:
         print("interrupted", flush=True)
