@@ -48,7 +48,7 @@ T = TypeVar("T")
 
 TOPICS = ("ticker", "trades", "lob")
 #: Records per ``write_batch`` call: what the flow hands its sink, one Kafka consumer batch of a partition.
-CALL_RECORDS = 1000
+CALL_RECORDS: int = PostgresLoaderSettings.model_fields["consumer_batch_size"].default
 #: Envelopes of the recording used with ``--quick``.
 QUICK_ENVELOPES = 5000
 

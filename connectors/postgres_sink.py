@@ -23,7 +23,6 @@ import threading
 from collections.abc import Sequence
 from functools import partial
 from typing import Any
-from zlib import adler32
 
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from prometheus_client import Counter
@@ -78,7 +77,7 @@ class PostgresSink(FixedPartitionedSink[SourceRecord, None]):
 
     def part_fn(self, item_key: str) -> int:
         index = self._index.get(item_key)
-        return adler32(item_key.encode()) if index is None else index
+        return super().part_fn(item_key) if index is None else index
 
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _PostgresPartition:
         loader: _WorkerLoader | None = getattr(self._workers, "loader", None)
@@ -145,7 +144,9 @@ class _WorkerLoader:
         for start in range(0, len(rows), size):
             chunk = rows[start : start + size]
             batch = _prepared(writer, chunk)
-            self._pipeline.submit(partial(self._write, writer, batch), partial(self._settle, writer, len(chunk)))
+            self._pipeline.submit(
+                partial(self._write, writer, batch, len(chunk)), partial(self._settle, writer, len(chunk))
+            )
 
     def settle(self) -> None:
         """Wait until every row handed over has landed, and every dead letter is acknowledged."""
@@ -161,9 +162,8 @@ class _WorkerLoader:
             self.closed = True
             self._engine.dispose()
 
-    def _write(self, writer: TableWriter, batch: Sequence[Row] | Batch) -> Loaded:
-        """One batch into its table (on the writer thread), held while the database is away."""
-        rows = len(batch.rows) if isinstance(batch, Batch) else len(batch)
+    def _write(self, writer: TableWriter, batch: Sequence[Row] | Batch, rows: int) -> Loaded:
+        """One batch of ``rows`` rows into its table (on the writer thread), held while the database is away."""
         holding = f"{rows} rows for table {writer.encoder.table.name}"
         return retry_transient(partial(self._load, writer, batch), self._backoff, holding, self._flow)
 
