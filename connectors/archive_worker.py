@@ -8,13 +8,14 @@ partition of the worker first.
 
 from __future__ import annotations
 
-import threading
 from collections import OrderedDict
 from dataclasses import dataclass
+from functools import partial
 from typing import Protocol
 
 from connectors.config import Settings
 from connectors.kafka import DeadLetterProducer
+from connectors.worker_local import WorkerLocal
 from operators.records import Output
 
 __all__ = ["DeadLetters", "FileOwner", "PerWorker", "PublishedFile", "WorkerFiles"]
@@ -79,21 +80,14 @@ class DeadLetters:
 
 
 class PerWorker:
-    """Per-worker (per-thread) resources shared by every partition the worker writes: open files, dead letters."""
+    """Per-worker resources shared by every partition the worker writes: open files, dead letters."""
 
     def __init__(self, max_open: int, settings: Settings | None) -> None:
-        self._max_open = max_open
-        self._settings = settings
-        self._local = threading.local()
+        self._files = WorkerLocal(partial(WorkerFiles, max_open))
+        self._dead_letters = WorkerLocal(partial(DeadLetters, settings))
 
     def files(self) -> WorkerFiles:
-        if not hasattr(self._local, "files"):
-            self._local.files = WorkerFiles(self._max_open)
-        files: WorkerFiles = self._local.files
-        return files
+        return self._files.get()
 
     def dead_letters(self) -> DeadLetters:
-        if not hasattr(self._local, "dead_letters"):
-            self._local.dead_letters = DeadLetters(self._settings)
-        dead_letters: DeadLetters = self._local.dead_letters
-        return dead_letters
+        return self._dead_letters.get()

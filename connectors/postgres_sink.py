@@ -19,15 +19,15 @@ with ``-r/-s/-b``. While the database is away the batch is held and retried with
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
-from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
+from bytewax.outputs import StatefulSinkPartition
 from prometheus_client import Counter
 
-from connectors.kafka import DeadLetterProducer, SourceRecord, raw_source
+from connectors.input_aligned import InputAlignedSink, SharedPerWorker
+from connectors.kafka import DeadLetterProducer, SourceRecord
 from connectors.postgres_config import PostgresLoaderSettings
 from connectors.postgres_pipeline import WriteBehind, rows_offering_gil
 from connectors.postgres_retry import Backoff, retry_transient
@@ -58,41 +58,24 @@ def partition_key(record: SourceRecord) -> tuple[str, SourceRecord]:
     return f"{record.partition}-{record.topic}", record
 
 
-class PostgresSink(FixedPartitionedSink[SourceRecord, None]):
+class PostgresSink(InputAlignedSink[SourceRecord]):
     """Writes `SourceRecord` items, keyed by `partition_key`, to their topic's table."""
 
     def __init__(self, config: PostgresLoaderSettings, topics: list[str], flow: str) -> None:
-        self._config = config
-        self._topics = topics
-        self._flow = flow
-        self._index: dict[str, int] = {}
-        self._workers = threading.local()  # Bytewax builds and runs a worker's partitions on its own thread
-
-    def list_parts(self) -> list[str]:
-        """The partitions of the topics, named as the flow's KafkaSource names its own."""
-        parts = raw_source(self._config, self._topics).list_parts()
-        # Bytewax indexes part_fn's value into the sorted set of every worker's parts.
-        self._index = {part: index for index, part in enumerate(sorted(parts))}
-        return parts
-
-    def part_fn(self, item_key: str) -> int:
-        index = self._index.get(item_key)
-        return super().part_fn(item_key) if index is None else index
+        super().__init__(config, topics)
+        self._loaders = SharedPerWorker(partial(_WorkerLoader, config, topics, flow), _WorkerLoader.dispose)
 
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _PostgresPartition:
-        loader: _WorkerLoader | None = getattr(self._workers, "loader", None)
-        if loader is None or loader.closed:
-            loader = self._workers.loader = _WorkerLoader(self._config, self._topics, self._flow)
-        return _PostgresPartition(loader, for_part.split("-", 1)[1])
+        return _PostgresPartition(self._loaders, for_part.split("-", 1)[1])
 
 
 class _PostgresPartition(StatefulSinkPartition[SourceRecord, None]):
     """One input partition's records; the work is its worker's `_WorkerLoader`'s."""
 
-    def __init__(self, loader: _WorkerLoader, topic: str) -> None:
-        self._loader = loader
+    def __init__(self, loaders: SharedPerWorker[_WorkerLoader], topic: str) -> None:
+        self._loaders = loaders
+        self._loader = loaders.acquire()
         self._topic = topic
-        loader.parts += 1
 
     def write_batch(self, values: list[SourceRecord]) -> None:
         self._loader.load(self._topic, values)
@@ -102,7 +85,8 @@ class _PostgresPartition(StatefulSinkPartition[SourceRecord, None]):
         self._loader.settle()
 
     def close(self) -> None:
-        self._loader.release()
+        self._loader.settle()
+        self._loaders.release()
 
 
 class _WorkerLoader:
@@ -118,8 +102,6 @@ class _WorkerLoader:
         self._batch_size = config.postgres_batch_size
         self._backoff = Backoff(config.postgres_retry_min_s, config.postgres_retry_max_s)
         self._pipeline: WriteBehind[Loaded] = WriteBehind("postgres-writer")
-        self.parts = 0
-        self.closed = False
 
     def _writer(self, topic: str) -> TableWriter:
         writer = self._writers.get(topic)
@@ -154,13 +136,9 @@ class _WorkerLoader:
         if self._dead_letters is not None:
             self._dead_letters.flush()
 
-    def release(self) -> None:
-        """One partition closed: settle; the last one also disposes of the engine."""
-        self.settle()
-        self.parts -= 1
-        if self.parts <= 0 and not self.closed:
-            self.closed = True
-            self._engine.dispose()
+    def dispose(self) -> None:
+        """The worker's last partition closed: let go of the database connections."""
+        self._engine.dispose()
 
     def _write(self, writer: TableWriter, batch: Sequence[Row] | Batch, rows: int) -> Loaded:
         """One batch of ``rows`` rows into its table (on the writer thread), held while the database is away."""
