@@ -7,8 +7,8 @@ microsecond; `python -m benchmarks --only kafka` measures the flow). A record Ka
 (`connectors.kafka.raise_on_failed_delivery`), and a recovery snapshot never covers a record Kafka has not
 acknowledged (at least once). Two sinks keep that promise two ways:
 
-* `EpochAvroKafkaSink`, for the flows that read Kafka: records are produced without waiting, and acknowledged
-  when the epoch closes, before its input offsets can commit.
+* `produce_avro`, for the normalizers: records are produced without waiting, and acknowledged when the epoch
+  closes, before its input offsets can commit.
 * `AvroKafkaSink`, for the rest (collectors, dead letters): every batch is acknowledged before the next, as
   Bytewax's own `KafkaSink` does.
 """
@@ -18,19 +18,22 @@ from __future__ import annotations
 from functools import partial
 from typing import Any, NamedTuple
 
+import bytewax.operators as op
 import orjson
-from bytewax.outputs import DynamicSink, StatefulSinkPartition, StatelessSinkPartition
+from bytewax.dataflow import operator
+from bytewax.operators import KeyedStream, StatefulBatchLogic
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import Producer
 
 from connectors.config import Settings
-from connectors.input_aligned import InputAlignedSink, SharedPerWorker
 from connectors.kafka import producer_config
+from connectors.worker_local import WorkerLocal
 from operators.dead_letter import SourceRef, dead_letter, dead_letter_headers
 from operators.records import Output
 from schemas import DEAD_LETTER
 from schemas.serde import SchemaError, codec_for
 
-__all__ = ["AvroEncoder", "AvroKafkaSink", "EncodedRecord", "EpochAvroKafkaSink", "produce_all"]
+__all__ = ["AvroEncoder", "AvroKafkaSink", "EncodedRecord", "produce_all", "produce_avro"]
 
 #: How long a producer whose local queue is full serves deliveries before trying again.
 QUEUE_FULL_WAIT_S = 0.05
@@ -121,39 +124,45 @@ class _WorkerProducer(NamedTuple):
     encode: AvroEncoder
 
 
-class _EpochPartition(StatefulSinkPartition[tuple[str, Output], None]):
-    def __init__(self, producers: SharedPerWorker[_WorkerProducer]) -> None:
-        self._producers = producers
-        self._producer, self._encode = producers.acquire()
+class _ProduceLogic(StatefulBatchLogic[tuple[str, Output], None, None]):
+    """One key's records, produced as they come; acknowledged by Kafka before Bytewax snapshots the key."""
 
-    def write_batch(self, values: list[tuple[str, Output]]) -> None:
+    def __init__(self, worker: _WorkerProducer) -> None:
+        self._producer = worker.producer
+        self._encode = worker.encode
+
+    def on_batch(self, values: list[tuple[str, Output]]) -> tuple[list[None], bool]:
         produce_all(self._producer, self._encode, values)
+        return [], StatefulBatchLogic.RETAIN  # retained, so the epoch's close calls `snapshot`
+
+    def on_eof(self) -> tuple[list[None], bool]:
+        self._producer.flush()
+        return [], StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> None:
-        """Called at the close of each epoch this partition wrote in: Kafka acknowledges the epoch's records."""
+        """Called at the close of each epoch this key had records in, before the epoch can commit."""
         self._producer.flush()
 
-    def close(self) -> None:
-        self._producer.flush()
-        self._producers.release()
+
+def _with_key(item: tuple[str, Output]) -> tuple[str, tuple[str, Output]]:
+    return item[0], item
 
 
-class EpochAvroKafkaSink(InputAlignedSink[tuple[str, Output]]):
-    """`AvroKafkaSink` for flows reading ``input_topics``: records are acknowledged by epoch, not by batch.
+@operator
+def produce_avro(step_id: str, up: KeyedStream[Output], settings: Settings, flow: str) -> None:
+    """Produce ``(key, (topic, record))`` items to Kafka, acknowledged by epoch instead of by batch.
 
-    Its partitions are the flow's input partitions, and items come keyed by one of them (`InputPartitionKey`:
-    the partition the item's key is produced to), so an item read and normalized on one worker is written
-    there too. Each worker's partitions share one producer, which Bytewax's ``snapshot`` flushes when an epoch
-    closes, before the epoch's input offsets can commit: at least once, as with a flush per batch, without
-    stopping the flow for a broker round trip every 1024 records.
+    For the flows whose records come out of a keyed stateful step (normalizers): a keyed step of its own, so each
+    key's records are produced by the worker that made them (a partitioned sink would move them between
+    workers, and between processes). Each worker has one producer; Bytewax snapshots every key that had records
+    when an epoch closes, before the epoch's input offsets can commit, and the snapshot waits for Kafka's
+    acknowledgments: at least once, as with a flush per batch, without stopping the flow for a broker round
+    trip every 1024 records. A record Kafka refuses stops the flow there.
     """
-
-    def __init__(self, settings: Settings, flow: str, input_topics: list[str]) -> None:
-        super().__init__(settings, input_topics)
-        self._producers = SharedPerWorker(partial(_worker_producer, settings, flow), lambda held: held.producer.flush())
-
-    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _EpochPartition:
-        return _EpochPartition(self._producers)
+    producers = WorkerLocal(partial(_worker_producer, settings, flow))
+    keyed = op.map("with_key", up, _with_key)
+    produced = op.stateful_batch("produce", keyed, lambda _resume: _ProduceLogic(producers.get()))
+    op.inspect("acknowledged", produced)  # nothing comes out; Bytewax wants every flow to end in a step like it
 
 
 def _worker_producer(settings: Settings, flow: str) -> _WorkerProducer:

@@ -10,7 +10,6 @@ were handed on without waiting.
 
 from __future__ import annotations
 
-import zlib
 from abc import abstractmethod
 from collections.abc import Callable
 from typing import Generic, TypeVar
@@ -21,11 +20,10 @@ from connectors.config import Settings
 from connectors.kafka import raw_source
 from connectors.worker_local import WorkerLocal
 
-__all__ = ["InputAlignedSink", "InputPartitionKey", "SharedPerWorker"]
+__all__ = ["InputAlignedSink", "SharedPerWorker"]
 
 X = TypeVar("X")
 T = TypeVar("T")
-V = TypeVar("V")
 
 
 class InputAlignedSink(FixedPartitionedSink[X, None]):
@@ -50,21 +48,6 @@ class InputAlignedSink(FixedPartitionedSink[X, None]):
 
     @abstractmethod
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> StatefulSinkPartition[X, None]: ...
-
-
-class InputPartitionKey(Generic[V]):
-    """``(key, value)`` -> ``(part, (key, value))``: keyed by the partition of ``topic`` its key is produced to.
-
-    The partition is the one librdkafka's default partitioner (CRC32 of the key) picks, as every producer of
-    this project uses: the partition an instrument's raw records are in, for example.
-    """
-
-    def __init__(self, topic: str, partitions: int) -> None:
-        self._names = [f"{partition}-{topic}" for partition in range(partitions)]
-
-    def __call__(self, item: tuple[str, V]) -> tuple[str, tuple[str, V]]:
-        names = self._names
-        return names[zlib.crc32(item[0].encode()) % len(names)], item
 
 
 class _Held(Generic[T]):

@@ -21,10 +21,9 @@ from bytewax.connectors.files import FileSink
 from bytewax.connectors.kafka import KafkaError, KafkaSourceMessage
 from bytewax.dataflow import Dataflow
 
-from connectors.avro_sink import EpochAvroKafkaSink
+from connectors.avro_sink import produce_avro
 from connectors.capture import CaptureSource, detect_venue, read_capture
 from connectors.config import Settings, settings
-from connectors.input_aligned import InputPartitionKey
 from connectors.kafka import ensure_topics, raw_source
 from connectors.logs import configure_logging
 from operators.dead_letter import SourceRef
@@ -54,14 +53,12 @@ def _key_raw(
 def build(config: Settings) -> Dataflow:
     """The Kafka dataflow; creates the topics it uses if they are missing."""
     configure_logging(FLOW, config.log_level, config.log_format)
-    raw_partitions = ensure_topics(config, [config.raw_topic, *CEX_TOPICS, config.dead_letter_topic])[config.raw_topic]
+    ensure_topics(config, [config.raw_topic, *CEX_TOPICS, config.dead_letter_topic])
     flow = Dataflow(FLOW)
     raw = op.input("raw_in", flow, raw_source(config, [config.raw_topic]))
     keyed = op.map("key_by_instrument", raw, _key_raw)
     normalized = op.stateful_batch("normalize", keyed, logic_builder(_normalizer_settings(config)))
-    by_raw_partition = InputPartitionKey[Output](config.raw_topic, raw_partitions)
-    by_partition = op.map("key_by_input_partition", normalized, by_raw_partition)
-    op.output("kafka_out", by_partition, EpochAvroKafkaSink(config, FLOW, [config.raw_topic]))
+    produce_avro("kafka_out", normalized, config, FLOW)
     return flow
 
 

@@ -20,11 +20,10 @@ import orjson
 from bytewax.connectors.files import FileSink, FileSource
 from bytewax.dataflow import Dataflow, Stream
 
-from connectors.avro_sink import EpochAvroKafkaSink
+from connectors.avro_sink import AvroKafkaSink
 from connectors.config import Settings, settings
 from connectors.evm.settings import EvmSettings, evm_settings
 from connectors.evm.token_metadata import token_metadata
-from connectors.input_aligned import InputPartitionKey
 from connectors.kafka import AvroDecoder, SourceRecord, ensure_topics, raw_source
 from connectors.logs import configure_logging
 from operators.dead_letter import SourceRef
@@ -58,7 +57,7 @@ def _rejected(falses: Stream[LogItem | KeyedOutput]) -> Stream[KeyedOutput]:
 def build(config: Settings, evm: EvmSettings) -> Dataflow:
     """The Kafka dataflow; creates the topics it uses if they are missing."""
     configure_logging(FLOW, config.log_level, config.log_format)
-    partitions = ensure_topics(config, [LOGS_TOPIC, *DECODED_TOPICS, config.dead_letter_topic])
+    ensure_topics(config, [LOGS_TOPIC, *DECODED_TOPICS, config.dead_letter_topic])
     flow = Dataflow(FLOW)
     messages = op.input("logs_in", flow, raw_source(config, [LOGS_TOPIC]))
     decoded = op.map("avro_decode", messages, AvroDecoder(config, FLOW))
@@ -66,9 +65,7 @@ def build(config: Settings, evm: EvmSettings) -> Dataflow:
     split = op.branch("split_unreadable", items, _is_log)
     normalized = op.flat_map_batch("normalize", split.trues, LogNormalizer(token_metadata(evm)))
     outputs = op.merge("all_outputs", normalized, _rejected(split.falses))
-    by_logs_partition = InputPartitionKey[Output](LOGS_TOPIC, partitions[LOGS_TOPIC])
-    by_partition = op.map("key_by_input_partition", outputs, by_logs_partition)
-    op.output("kafka_out", by_partition, EpochAvroKafkaSink(config, FLOW, [LOGS_TOPIC]))
+    op.output("kafka_out", outputs, AvroKafkaSink(config, FLOW))
     return flow
 
 
