@@ -62,6 +62,8 @@ class Run:
     wall_s: float
     #: CPU seconds of the flow's processes (user + system), start-up included.
     cpu_s: float
+    #: CPU seconds of the broker over the same time.
+    broker_cpu_s: float
 
     @property
     def rate(self) -> float:
@@ -189,12 +191,21 @@ class KafkaRig:
             addresses = ";".join(f"127.0.0.1:{free_port()}" for _ in range(processes))
             argvs = [["-i", str(i), "-a", addresses] for i in range(processes)]
         since = time.time_ns() // 1_000_000
+        broker_before = self._broker_cpu_s()
         wall, cpu = self._run_processes(spec, env, argvs, spec.split(":")[0].rsplit(".", 1)[-1])
+        broker_cpu = self._broker_cpu_s() - broker_before
         until = time.time_ns() // 1_000_000
         records, first, last = _span(self.broker.bootstrap, topics, since, until)
         if records == 0:
             raise ServerError(f"{spec} produced nothing to {', '.join(topics)}")
-        return Run(self.frames, records, first, last, wall, cpu)
+        return Run(self.frames, records, first, last, wall, cpu, broker_cpu)
+
+    def _broker_cpu_s(self) -> float:
+        """CPU seconds (user + system) the broker process has used so far."""
+        process = self.broker.process.process
+        assert process is not None
+        fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def normalize(self, processes: int = 1) -> Run:
         return self.run(NORMALIZE, [*CEX_TOPICS, "dead_letter"], processes)
@@ -216,7 +227,10 @@ def _best(runs: list[Run]) -> Run:
 
 def _describe(run: Run, what: str) -> str:
     span = (run.last_ms - run.first_ms) / 1000
-    return f"{what}: {run.records:,} records out in {span:.1f}s ({run.wall_s:.1f}s wall, {run.cpu_s:.1f} CPU-s)"
+    return (
+        f"{what}: {run.records:,} records out in {span:.1f}s ({run.wall_s:.1f}s wall, {run.cpu_s:.1f} CPU-s, "
+        f"broker {run.broker_cpu_s:.1f} CPU-s: {(run.cpu_s + run.broker_cpu_s) / run.wall_s:.2f} cores busy)"
+    )
 
 
 def measure(quick: bool = False, which: Collection[str] = FIGURES, repeats: int = 2) -> list[Result]:
