@@ -124,15 +124,15 @@ class _WorkerProducer(NamedTuple):
     encode: AvroEncoder
 
 
-class _ProduceLogic(StatefulBatchLogic[tuple[str, Output], None, None]):
-    """One key's records, produced as they come; acknowledged by Kafka before Bytewax snapshots the key."""
+class _ProduceLogic(StatefulBatchLogic[tuple[str, list[Output]], None, None]):
+    """One key's batches of records, produced as they come; acknowledged by Kafka before Bytewax snapshots the key."""
 
     def __init__(self, worker: _WorkerProducer) -> None:
         self._producer = worker.producer
         self._encode = worker.encode
 
-    def on_batch(self, values: list[tuple[str, Output]]) -> tuple[list[None], bool]:
-        produce_all(self._producer, self._encode, values)
+    def on_batch(self, values: list[tuple[str, list[Output]]]) -> tuple[list[None], bool]:
+        produce_all(self._producer, self._encode, [(key, output) for key, outputs in values for output in outputs])
         return [], StatefulBatchLogic.RETAIN  # retained, so the epoch's close calls `snapshot`
 
     def on_eof(self) -> tuple[list[None], bool]:
@@ -144,13 +144,13 @@ class _ProduceLogic(StatefulBatchLogic[tuple[str, Output], None, None]):
         self._producer.flush()
 
 
-def _with_key(item: tuple[str, Output]) -> tuple[str, tuple[str, Output]]:
+def _with_key(item: tuple[str, list[Output]]) -> tuple[str, tuple[str, list[Output]]]:
     return item[0], item
 
 
 @operator
-def produce_avro(step_id: str, up: KeyedStream[Output], settings: Settings, flow: str) -> None:
-    """Produce ``(key, (topic, record))`` items to Kafka, acknowledged by epoch instead of by batch.
+def produce_avro(step_id: str, up: KeyedStream[list[Output]], settings: Settings, flow: str) -> None:
+    """Produce ``(key, [(topic, record), ...])`` batches to Kafka, acknowledged by epoch instead of by batch.
 
     For the flows whose records come out of a keyed stateful step (normalizers): a keyed step of its own, so each
     key's records are produced by the worker that made them (a partitioned sink would move them between

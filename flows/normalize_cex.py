@@ -27,7 +27,15 @@ from connectors.config import Settings, settings
 from connectors.kafka import ensure_topics, raw_source
 from connectors.logs import configure_logging
 from operators.dead_letter import SourceRef
-from operators.normalize import FLOW, ConsumeError, Item, key_raw_record, logic_builder
+from operators.normalize import (
+    FLOW,
+    ConsumeError,
+    Item,
+    batched_logic_builder,
+    group_by_key,
+    key_raw_record,
+    logic_builder,
+)
 from operators.records import Output
 from operators.venues.base import NormalizerSettings
 from schemas import CEX_TOPICS
@@ -50,14 +58,20 @@ def _key_raw(
     return key_raw_record(SourceRef(msg.topic, msg.partition, msg.offset, msg.key, msg.value))
 
 
+def _key_raw_batch(
+    msgs: list[KafkaSourceMessage[bytes | None, bytes | None] | KafkaError[bytes | None, bytes | None]],
+) -> list[tuple[str, list[Item]]]:
+    return group_by_key(_key_raw(msg) for msg in msgs)
+
+
 def build(config: Settings) -> Dataflow:
     """The Kafka dataflow; creates the topics it uses if they are missing."""
     configure_logging(FLOW, config.log_level, config.log_format)
     ensure_topics(config, [config.raw_topic, *CEX_TOPICS, config.dead_letter_topic])
     flow = Dataflow(FLOW)
     raw = op.input("raw_in", flow, raw_source(config, [config.raw_topic]))
-    keyed = op.map("key_by_instrument", raw, _key_raw)
-    normalized = op.stateful_batch("normalize", keyed, logic_builder(_normalizer_settings(config)))
+    keyed = op.flat_map_batch("key_by_instrument", raw, _key_raw_batch)
+    normalized = op.stateful_batch("normalize", keyed, batched_logic_builder(_normalizer_settings(config)))
     produce_avro("kafka_out", normalized, config, FLOW)
     return flow
 

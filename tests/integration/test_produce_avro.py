@@ -19,7 +19,15 @@ OUTPUTS = normalize(envelopes(HFTBACKTEST, venue="binance")[:3000])
 TRADES = [(key, (topic, record)) for key, topic, record in OUTPUTS if topic == "trades"]
 
 
-def _logic(config: Settings) -> StatefulBatchLogic[tuple[str, Output], None, None]:
+def _batches(items: list[tuple[str, Output]]) -> list[tuple[str, list[Output]]]:
+    """Items as the normalize step hands them on: one list of records per key."""
+    batches: dict[str, list[Output]] = {}
+    for key, output in items:
+        batches.setdefault(key, []).append(output)
+    return list(batches.items())
+
+
+def _logic(config: Settings) -> StatefulBatchLogic[tuple[str, list[Output]], None, None]:
     ensure_topics(config, ["trades", config.dead_letter_topic])
     return _ProduceLogic(_worker_producer(config, "test_flow"))
 
@@ -29,8 +37,8 @@ def test_the_epoch_close_waits_for_every_record_and_a_misfit_becomes_a_dead_lett
     logic = _logic(config)
     key, (_, first) = TRADES[0]
     misfit = (key, ("trades", {**first, "price": "not a number"}))
-    logic.on_batch(TRADES[:700])
-    logic.on_batch([*TRADES[700:], misfit])
+    logic.on_batch(_batches(TRADES[:700]))
+    logic.on_batch(_batches([*TRADES[700:], misfit]))
     logic.snapshot()
 
     stored = read_topic(config, "trades")
@@ -46,10 +54,10 @@ def test_the_epoch_close_waits_for_every_record_and_a_misfit_becomes_a_dead_lett
 def test_a_record_the_broker_never_acknowledges_fails_the_epoch_close(kafka: TansuBroker) -> None:
     config = Settings(kafka_brokers=kafka.bootstrap, kafka_delivery_timeout_ms=1000, topic_partitions="default=4")
     logic = _logic(config)
-    logic.on_batch(TRADES[:10])
+    logic.on_batch(_batches(TRADES[:10]))
     logic.snapshot()
     kafka.stop()  # the broker goes away for longer than the delivery timeout
-    logic.on_batch(TRADES[10:20])  # handed on, not waited for
+    logic.on_batch(_batches(TRADES[10:20]))  # handed on, not waited for
     with pytest.raises(DeliveryError, match=r"topic trades: .*timed out") as raised:
         logic.snapshot()
     raised.value.__traceback__ = None  # it holds the producer, which would keep dialling the stopped broker

@@ -14,7 +14,15 @@ from msgspec.structs import replace
 
 from operators.book import ASK, BID, BookPublisher
 from operators.dead_letter import SourceRef
-from operators.normalize import ConsumeError, Item, NormalizeLogic, key_raw_record, normalize_envelopes
+from operators.normalize import (
+    BatchedNormalizeLogic,
+    ConsumeError,
+    Item,
+    NormalizeLogic,
+    group_by_key,
+    key_raw_record,
+    normalize_envelopes,
+)
 from operators.records import Output, RecordFactory
 from operators.venues.base import NormalizerSettings
 from schemas import STANDARD_TOPICS, load_schema
@@ -92,6 +100,31 @@ def test_raw_records_are_keyed_by_their_kafka_key_and_parsed_in_the_keyed_step()
     mine = [e for e in envs if e.key == env.key][:50]
     as_records = [SourceRef("raw", 0, i, e.key.encode(), e.to_json()) for i, e in enumerate(mine)]
     assert _run(*as_records) == [output for _, output in normalize_envelopes(mine)]
+
+
+def test_batches_of_raw_records_normalize_as_the_records_do_one_by_one() -> None:
+    """The Kafka flow's shape: records grouped per instrument per input batch, one list of outputs per group."""
+    envs = envelopes(BINANCE)
+    raw = [SourceRef("raw", 0, i, e.key.encode(), e.to_json()) for i, e in enumerate(envs)]
+    expected: dict[str, list[Output]] = {}
+    for key, output in normalize_envelopes(envs, NormalizerSettings(0)):
+        expected.setdefault(key, []).append(output)
+    assert len(expected) > 1
+
+    logics: dict[str, BatchedNormalizeLogic] = {}
+    got: dict[str, list[Output]] = {}
+    for start in range(0, len(raw), 500):
+        if start == 2000:  # a restart from the snapshots midway changes nothing either
+            logics = {k: BatchedNormalizeLogic(logic.snapshot(), NormalizerSettings(0)) for k, logic in logics.items()}
+        groups = group_by_key(key_raw_record(source) for source in raw[start : start + 500])
+        assert len({key for key, _ in groups}) == len(groups), "one group per instrument"
+        for key, items in groups:
+            logic = logics.setdefault(key, BatchedNormalizeLogic(None, NormalizerSettings(0)))
+            emitted, _ = logic.on_batch([items])
+            assert len(emitted) <= 1
+            for batch in emitted:
+                got.setdefault(key, []).extend(batch)
+    assert got == expected
 
 
 def test_an_envelope_under_another_instruments_key_is_dead_lettered_and_the_instrument_carries_on() -> None:
