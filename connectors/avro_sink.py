@@ -7,10 +7,11 @@ microsecond; `python -m benchmarks --only kafka` measures the flow). A record Ka
 (`connectors.kafka.raise_on_failed_delivery`), and a recovery snapshot never covers a record Kafka has not
 acknowledged (at least once). Two sinks keep that promise two ways:
 
-* `produce_avro`, for the normalizers: records are produced without waiting, and acknowledged when the epoch
+* `produce_avro`, for ``normalize_cex``, whose records leave its keyed step as one list per instrument and batch
+  (``(key, [(topic, record), ...])``): records are produced without waiting, and acknowledged when the epoch
   closes, before its input offsets can commit.
-* `AvroKafkaSink`, for the rest (collectors, dead letters): every batch is acknowledged before the next, as
-  Bytewax's own `KafkaSink` does.
+* `AvroKafkaSink`, for the rest (``normalize_evm``, collectors, dead letters): every batch is acknowledged before
+  the next, as Bytewax's own `KafkaSink` does.
 """
 
 from __future__ import annotations
@@ -152,7 +153,7 @@ def _with_key(item: tuple[str, list[Output]]) -> tuple[str, tuple[str, list[Outp
 def produce_avro(step_id: str, up: KeyedStream[list[Output]], settings: Settings, flow: str) -> None:
     """Produce ``(key, [(topic, record), ...])`` batches to Kafka, acknowledged by epoch instead of by batch.
 
-    For the flows whose records come out of a keyed stateful step (normalizers): a keyed step of its own, so each
+    For flows whose records come out of a keyed stateful step (``normalize_cex``): a keyed step of its own, so each
     key's records are produced by the worker that made them (a partitioned sink would move them between
     workers, and between processes). Each worker has one producer; Bytewax snapshots every key that had records
     when an epoch closes, before the epoch's input offsets can commit, and the snapshot waits for Kafka's
