@@ -105,51 +105,59 @@ class NormalizeLogic(StatefulBatchLogic[Item, Output, bytes]):
         self.out_of_sync = False
         self.normalizer: InstrumentNormalizer | None = pickle.loads(resume_state) if resume_state is not None else None
 
-    def _normalizer(self, env: RawEnvelope) -> InstrumentNormalizer:
+    def _adopt(self, env: RawEnvelope, source: SourceRef, out: list[Output]) -> InstrumentNormalizer | None:
+        """The normalizer for an envelope not of the current instrument, or None after dead-lettering it.
+
+        The first envelope of a key creates the key's normalizer (unless its Kafka key names another
+        instrument); an envelope of another instrument afterwards would corrupt this one's state.
+        """
         normalizer = self.normalizer
         if normalizer is None:
+            if source.key and env.key.encode() != source.key:
+                reason = f"raw record keyed {source.key!r} carries an envelope of {env.key}"
+                out.append(self._dead(env, source, reason, "unexpected_key"))
+                return None
             spec = VENUES[env.exchange]
             normalizer = spec.normalizer(Instrument(env.exchange, env.symbol, env.venue_symbol), self.settings)
             self.normalizer = normalizer
-        return normalizer
+            return normalizer
+        instrument = normalizer.instrument
+        reason = f"raw record of {env.key} arrived under the key of {instrument.exchange}:{instrument.symbol}"
+        out.append(self._dead(env, source, reason, "unexpected_key"))
+        return None
 
     def on_batch(self, values: list[Item]) -> tuple[list[Output], bool]:
         out: list[Output] = []
+        normalizer = self.normalizer
+        exchange, symbol = (normalizer.instrument.exchange, normalizer.instrument.symbol) if normalizer else ("", "")
         for item in values:
-            if isinstance(item, SourceRef):
+            if isinstance(item, tuple):
+                env, source = item
+            elif isinstance(item, SourceRef):
                 parsed = read_envelope(item)
                 if not isinstance(parsed, RawEnvelope):
                     out.append(parsed)
                     continue
                 env, source = parsed, item
-            elif isinstance(item, ConsumeError):
+            else:
                 value = item.source.value or b""
                 out.append(dead_letter(FLOW, "raw_in", item.reason, "kafka_error", item.source, value))
                 continue
-            else:
-                env, source = item
-            normalizer = self.normalizer
-            if normalizer is None:
-                if source.key and env.key.encode() != source.key:
-                    reason = f"raw record keyed {source.key!r} carries an envelope of {env.key}"
-                    out.append(self._dead(env, source, reason, "unexpected_key"))
+            if normalizer is None or env.symbol != symbol or env.exchange != exchange:
+                adopted = self._adopt(env, source, out)
+                if adopted is None:
                     continue
-                normalizer = self._normalizer(env)
-            elif env.symbol != normalizer.instrument.symbol or env.exchange != normalizer.instrument.exchange:
-                # Its frames would corrupt this instrument's state.
-                instrument = normalizer.instrument
-                reason = f"raw record of {env.key} arrived under the key of {instrument.exchange}:{instrument.symbol}"
-                out.append(self._dead(env, source, reason, "unexpected_key"))
-                continue
+                normalizer = adopted
+                exchange, symbol = normalizer.instrument.exchange, normalizer.instrument.symbol
             try:
-                out.extend(normalizer.process(env))
+                out += normalizer.process(env)
             except BadFrame as exc:
-                out.extend(exc.outputs)
+                out += exc.outputs
                 out.append(self._dead(env, source, exc.reason, exc.error_type))
             except Exception as exc:  # a bug met on odd input must not stop the flow
                 LOG.exception("normalizer failed on %s %s", env.key, env.channel)
                 reason = f"internal error: {type(exc).__name__}: {exc}"
-                out.extend(normalizer.abandon_books(env, reason))
+                out += normalizer.abandon_books(env, reason)
                 out.append(self._dead(env, source, reason, "internal_error"))
         self._count(len(values), out)
         return out, StatefulBatchLogic.RETAIN

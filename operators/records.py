@@ -12,16 +12,61 @@ __all__ = ["Output", "RecordFactory"]
 
 Output = tuple[str, dict[str, Any]]
 
+_TRADE_FIELDS = ("event_timestamp", "receipt_timestamp", "trade_id", "price", "size", "side", "sequence")
+_BOOK_FIELDS = (
+    "event_timestamp",
+    "receipt_timestamp",
+    "action",
+    "sequence",
+    "bid_price",
+    "bid_size",
+    "ask_price",
+    "ask_size",
+    "checksum",
+    "reason",
+)
+_TICKER_FIELDS = (
+    "event_timestamp",
+    "receipt_timestamp",
+    "bid_price",
+    "bid_size",
+    "ask_price",
+    "ask_size",
+    "last_price",
+    "last_size",
+    "volume_24h",
+    "mark_price",
+    "index_price",
+    "sequence",
+)
+
 
 class RecordFactory:
-    """Record builders for one instrument."""
+    """Record builders for one instrument.
 
-    __slots__ = ("exchange", "symbol", "venue_symbol")
+    The busiest builders (trades, books, tickers) copy a template that already holds the instrument's fields
+    and set the rest: cheaper than building a dict literal for every record.
+    """
+
+    __slots__ = ("_book", "_ticker", "_trade", "exchange", "symbol", "venue_symbol")
 
     def __init__(self, exchange: str, symbol: str, venue_symbol: str) -> None:
         self.exchange = exchange
         self.symbol = symbol
         self.venue_symbol = venue_symbol
+        ident = {"exchange": exchange, "symbol": symbol, "venue_symbol": venue_symbol}
+        self._trade = ident | dict.fromkeys(_TRADE_FIELDS)
+        self._book = ident | dict.fromkeys(_BOOK_FIELDS)
+        self._ticker = ident | dict.fromkeys(_TICKER_FIELDS)
+
+    def __getstate__(self) -> tuple[str, str, str]:
+        return self.exchange, self.symbol, self.venue_symbol
+
+    def __setstate__(self, state: tuple[str, str, str] | tuple[None, dict[str, str]]) -> None:
+        if state[0] is None:  # pickled before the templates existed: (None, slot values)
+            fields: dict[str, str] = state[1]
+            state = fields["exchange"], fields["symbol"], fields["venue_symbol"]
+        self.__init__(*state)  # type: ignore[misc]
 
     def trade(
         self,
@@ -33,21 +78,15 @@ class RecordFactory:
         side: str,
         sequence: int | None = None,
     ) -> Output:
-        return (
-            "trades",
-            {
-                "exchange": self.exchange,
-                "symbol": self.symbol,
-                "venue_symbol": self.venue_symbol,
-                "event_timestamp": event_ts,
-                "receipt_timestamp": receipt_ts,
-                "trade_id": trade_id,
-                "price": price,
-                "size": size,
-                "side": side,
-                "sequence": sequence,
-            },
-        )
+        record = self._trade.copy()
+        record["event_timestamp"] = event_ts
+        record["receipt_timestamp"] = receipt_ts
+        record["trade_id"] = trade_id
+        record["price"] = price
+        record["size"] = size
+        record["side"] = side
+        record["sequence"] = sequence
+        return "trades", record
 
     def book(
         self,
@@ -62,24 +101,39 @@ class RecordFactory:
         checksum: int | None,
         reason: str | None,
     ) -> Output:
-        return (
-            "lob",
-            {
-                "exchange": self.exchange,
-                "symbol": self.symbol,
-                "venue_symbol": self.venue_symbol,
-                "event_timestamp": event_ts,
-                "receipt_timestamp": receipt_ts,
-                "action": action,
-                "sequence": sequence,
-                "bid_price": bid_price,
-                "bid_size": bid_size,
-                "ask_price": ask_price,
-                "ask_size": ask_size,
-                "checksum": checksum,
-                "reason": reason,
-            },
-        )
+        record = self._book.copy()
+        record["event_timestamp"] = event_ts
+        record["receipt_timestamp"] = receipt_ts
+        record["action"] = action
+        record["sequence"] = sequence
+        record["bid_price"] = bid_price
+        record["bid_size"] = bid_size
+        record["ask_price"] = ask_price
+        record["ask_size"] = ask_size
+        record["checksum"] = checksum
+        record["reason"] = reason
+        return "lob", record
+
+    def quote(
+        self,
+        event_ts: int,
+        receipt_ts: int,
+        bid_price: float,
+        bid_size: float,
+        ask_price: float,
+        ask_size: float,
+        sequence: int | None = None,
+    ) -> Output:
+        """A ``ticker`` record carrying only the best bid and offer (the busiest ticker of most venues)."""
+        record = self._ticker.copy()
+        record["event_timestamp"] = event_ts
+        record["receipt_timestamp"] = receipt_ts
+        record["bid_price"] = bid_price
+        record["bid_size"] = bid_size
+        record["ask_price"] = ask_price
+        record["ask_size"] = ask_size
+        record["sequence"] = sequence
+        return "ticker", record
 
     def ticker(
         self,
@@ -97,26 +151,20 @@ class RecordFactory:
         index_price: float | None = None,
         sequence: int | None = None,
     ) -> Output:
-        return (
-            "ticker",
-            {
-                "exchange": self.exchange,
-                "symbol": self.symbol,
-                "venue_symbol": self.venue_symbol,
-                "event_timestamp": event_ts,
-                "receipt_timestamp": receipt_ts,
-                "bid_price": bid_price,
-                "bid_size": bid_size,
-                "ask_price": ask_price,
-                "ask_size": ask_size,
-                "last_price": last_price,
-                "last_size": last_size,
-                "volume_24h": volume_24h,
-                "mark_price": mark_price,
-                "index_price": index_price,
-                "sequence": sequence,
-            },
-        )
+        record = self._ticker.copy()
+        record["event_timestamp"] = event_ts
+        record["receipt_timestamp"] = receipt_ts
+        record["bid_price"] = bid_price
+        record["bid_size"] = bid_size
+        record["ask_price"] = ask_price
+        record["ask_size"] = ask_size
+        record["last_price"] = last_price
+        record["last_size"] = last_size
+        record["volume_24h"] = volume_24h
+        record["mark_price"] = mark_price
+        record["index_price"] = index_price
+        record["sequence"] = sequence
+        return "ticker", record
 
     def candle(
         self,

@@ -214,15 +214,14 @@ class BinanceNormalizer(InstrumentNormalizer):
         )
 
     def ticker(self, env: RawEnvelope, data: dict[str, Any]) -> Output:
-        event_ts = ms_to_us(data["E"]) if "E" in data else env.receipt_ts
-        return self.out.ticker(
-            event_ts,
+        return self.out.quote(
+            ms_to_us(data["E"]) if "E" in data else env.receipt_ts,
             env.receipt_ts,
-            bid_price=float(data["b"]),
-            bid_size=float(data["B"]),
-            ask_price=float(data["a"]),
-            ask_size=float(data["A"]),
-            sequence=data.get("u"),
+            float(data["b"]),
+            float(data["B"]),
+            float(data["a"]),
+            float(data["A"]),
+            data.get("u"),
         )
 
     def candle(self, env: RawEnvelope, data: dict[str, Any]) -> Output:

@@ -142,6 +142,23 @@ def test_an_envelope_under_another_instruments_key_is_dead_lettered_and_the_inst
     assert [o for o in outputs if o[0] != "dead_letter"] == [o for _, o in normalize_envelopes(mine)]
 
 
+def test_record_factories_restore_from_snapshots_taken_before_and_after_their_templates() -> None:
+    """Normalizer snapshots hold a `RecordFactory`; ones pickled before it had templates still restore."""
+    factory = RecordFactory("binance", "BTC.USDT", "BTCUSDT")
+    expected = factory.trade(1, 2, "7", 3.0, 4.0, "buy", 7)
+    restored = pickle.loads(pickle.dumps(factory, protocol=pickle.HIGHEST_PROTOCOL))
+    assert restored.trade(1, 2, "7", 3.0, 4.0, "buy", 7) == expected
+    old = RecordFactory.__new__(RecordFactory)
+    old.__setstate__((None, {"exchange": "binance", "symbol": "BTC.USDT", "venue_symbol": "BTCUSDT"}))
+    assert old.trade(1, 2, "7", 3.0, 4.0, "buy", 7) == expected
+    first, second = factory.quote(1, 2, 3.0, 4.0, 5.0, 6.0), factory.quote(1, 2, 3.0, 4.0, 5.0, 6.0)
+    first[1]["bid_price"] = 0.0
+    assert second[1]["bid_price"] == 3.0, "each record is a copy of the template"
+    assert factory.quote(1, 2, 3.0, 4.0, 5.0, 6.0, 9) == factory.ticker(
+        1, 2, bid_price=3.0, bid_size=4.0, ask_price=5.0, ask_size=6.0, sequence=9
+    )
+
+
 def test_envelope_validation() -> None:
     with pytest.raises(EnvelopeError, match="not JSON"):
         RawEnvelope.from_json(b"\x00")
