@@ -281,16 +281,18 @@ class BookPublisher:
             return
         self._dirty = True
         book_side = self.book._sides[side]
-        new_prices = [float(level[0]) for level in levels]
-        new_sizes = [float(level[1]) for level in levels]
-        for price, size in zip(new_prices, new_sizes, strict=True):
+        remove = book_side.pop
+        prices, sizes = self._bids_changed if side == BID else self._asks_changed
+        add_price, add_size = prices.append, sizes.append
+        for level in levels:
+            price = float(level[0])
+            size = float(level[1])
             if size:
                 book_side[price] = size
             else:
-                book_side.pop(price, None)
-        prices, sizes = self._bids_changed if side == BID else self._asks_changed
-        prices += new_prices
-        sizes += new_sizes
+                remove(price, None)
+            add_price(price)
+            add_size(size)
 
     def commit(
         self,

@@ -24,15 +24,15 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
-import msgspec
 import orjson
 
 from operators.book import ASK, BID
 from operators.records import Output
 from operators.symbols import Instrument, split_concatenated, spot
 from operators.timeparse import ms_to_us
+from operators.venues import binance_frames
 from operators.venues.base import BadFrame, Framer, InstrumentNormalizer, NormalizerSettings, Venue
-from operators.venues.binance_frames import DIFF_DEPTH, typed_decoder
+from operators.venues.binance_frames import DIFF_DEPTH
 from operators.venues.live import LiveSpec, Subscription
 from schemas.raw import REST, RawEnvelope
 
@@ -146,8 +146,7 @@ class BinanceNormalizer(InstrumentNormalizer):
     def books(self) -> list[Any]:
         return [self.book]
 
-    def typed_decoder(self, env: RawEnvelope) -> msgspec.json.Decoder[Any] | None:
-        return typed_decoder(env.channel, env.frame)
+    typed_decoder = staticmethod(binance_frames.typed_decoder)
 
     # -- sequence rules (USD-M and COIN-M futures override) --------------------------------------------------
     def is_stale(self, delta: dict[str, Any], last: int) -> bool:

@@ -17,6 +17,8 @@ from typing import Any, NotRequired, TypedDict
 
 import msgspec
 
+from schemas.raw import RawEnvelope
+
 __all__ = ["DIFF_DEPTH", "typed_decoder"]
 
 Levels = list[tuple[float, float]]
@@ -109,8 +111,8 @@ def _combined_decoder(channel: str) -> msgspec.json.Decoder[Any] | None:
     return None if shape is None else msgspec.json.Decoder(shape, strict=False)
 
 
-def typed_decoder(channel: str, frame: str) -> msgspec.json.Decoder[Any] | None:
-    """The typed decoder for a combined-stream frame of ``channel``; None when the generic decode applies."""
-    if not frame.startswith(_COMBINED_PREFIX):
+def typed_decoder(env: RawEnvelope) -> msgspec.json.Decoder[Any] | None:
+    """The typed decoder for a combined-stream frame of ``env``'s channel; None when the generic decode applies."""
+    if not env.frame.startswith(_COMBINED_PREFIX):
         return None
-    return _combined_decoder(channel)
+    return _combined_decoder(env.channel)
