@@ -8,37 +8,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from schemas import load_schema
+
 __all__ = ["Output", "RecordFactory"]
 
 Output = tuple[str, dict[str, Any]]
 
-_TRADE_FIELDS = ("event_timestamp", "receipt_timestamp", "trade_id", "price", "size", "side", "sequence")
-_BOOK_FIELDS = (
-    "event_timestamp",
-    "receipt_timestamp",
-    "action",
-    "sequence",
-    "bid_price",
-    "bid_size",
-    "ask_price",
-    "ask_size",
-    "checksum",
-    "reason",
-)
-_TICKER_FIELDS = (
-    "event_timestamp",
-    "receipt_timestamp",
-    "bid_price",
-    "bid_size",
-    "ask_price",
-    "ask_size",
-    "last_price",
-    "last_size",
-    "volume_24h",
-    "mark_price",
-    "index_price",
-    "sequence",
-)
+
+def _template(topic: str) -> dict[str, Any]:
+    """A record of ``topic`` with every field of its schema, in the schema's order, all None."""
+    return dict.fromkeys(field["name"] for field in load_schema(topic)["fields"])
+
+
+_TRADE, _BOOK, _TICKER = _template("trades"), _template("lob"), _template("ticker")
 
 
 class RecordFactory:
@@ -55,9 +37,9 @@ class RecordFactory:
         self.symbol = symbol
         self.venue_symbol = venue_symbol
         ident = {"exchange": exchange, "symbol": symbol, "venue_symbol": venue_symbol}
-        self._trade = ident | dict.fromkeys(_TRADE_FIELDS)
-        self._book = ident | dict.fromkeys(_BOOK_FIELDS)
-        self._ticker = ident | dict.fromkeys(_TICKER_FIELDS)
+        self._trade = _TRADE | ident
+        self._book = _BOOK | ident
+        self._ticker = _TICKER | ident
 
     def __getstate__(self) -> tuple[str, str, str]:
         return self.exchange, self.symbol, self.venue_symbol
