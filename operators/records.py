@@ -100,10 +100,10 @@ class RecordFactory:
         self,
         event_ts: int,
         receipt_ts: int,
-        bid_price: float,
-        bid_size: float,
-        ask_price: float,
-        ask_size: float,
+        bid_price: float | None,
+        bid_size: float | None,
+        ask_price: float | None,
+        ask_size: float | None,
         sequence: int | None = None,
     ) -> Output:
         """A ``ticker`` record carrying only the best bid and offer (the busiest ticker of most venues)."""
@@ -133,20 +133,13 @@ class RecordFactory:
         index_price: float | None = None,
         sequence: int | None = None,
     ) -> Output:
-        record = self._ticker.copy()
-        record["event_timestamp"] = event_ts
-        record["receipt_timestamp"] = receipt_ts
-        record["bid_price"] = bid_price
-        record["bid_size"] = bid_size
-        record["ask_price"] = ask_price
-        record["ask_size"] = ask_size
+        topic, record = self.quote(event_ts, receipt_ts, bid_price, bid_size, ask_price, ask_size, sequence)
         record["last_price"] = last_price
         record["last_size"] = last_size
         record["volume_24h"] = volume_24h
         record["mark_price"] = mark_price
         record["index_price"] = index_price
-        record["sequence"] = sequence
-        return "ticker", record
+        return topic, record
 
     def candle(
         self,
