@@ -237,13 +237,8 @@ class KrakenNormalizer(InstrumentNormalizer):
 
     def spread(self, env: RawEnvelope, data: list[str]) -> Output:
         bid, ask, time, bid_size, ask_size = data[:5]
-        return self.out.ticker(
-            seconds_to_us(time),
-            env.receipt_ts,
-            bid_price=float(bid),
-            bid_size=float(bid_size),
-            ask_price=float(ask),
-            ask_size=float(ask_size),
+        return self.out.quote(
+            seconds_to_us(time), env.receipt_ts, float(bid), float(bid_size), float(ask), float(ask_size)
         )
 
     def candle(self, env: RawEnvelope, channel: str, data: list[Any]) -> Output:
