@@ -11,12 +11,13 @@ import orjson
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from benchmarks.inputs import write_capture
 from connectors.kafka import TopicError, ensure_topics, read_topic
 from embedded.kafka import TansuBroker
 from schemas import CEX_TOPICS
 from schemas.raw import RawEnvelope
 from tests.harness import flow_env, init_recovery, run_flow, settings_for, start_flow
-from tests.support import CRYPTOFEED, HFTBACKTEST, capture, envelopes, normalize
+from tests.support import CRYPTOFEED, capture, envelopes, normalize
 
 pytestmark = pytest.mark.integration
 
@@ -114,14 +115,28 @@ def test_bad_input_goes_to_dead_letter_and_the_flow_keeps_going(kafka: TansuBrok
 
 
 def test_kill_9_and_restart_loses_nothing(kafka: TansuBroker, tmp_path: Path) -> None:
+    # The recording under four instruments (165,000 frames): enough input that the flow is still running when
+    # it is killed, however fast it has become.
+    captures = tmp_path / "captures"
+    captures.mkdir()
+    for base in ("BTC", "ETH", "SOL", "XRP"):
+        write_capture(captures / f"{base}.gz", base)
     env = flow_env(
-        kafka.bootstrap, KAFKA_STOP_AT_END="true", TOPIC_PARTITIONS="default=2,raw=2", CONSUMER_BATCH_SIZE="200"
+        kafka.bootstrap,
+        KAFKA_STOP_AT_END="true",
+        TOPIC_PARTITIONS="default=2,raw=2",
+        CONSUMER_BATCH_SIZE="200",
+        REPLAY_CAPTURES=str(captures / "*.gz"),
+        REPLAY_VENUE="binance",
     )
-    run_flow(f"flows.replay:replay('{HFTBACKTEST}', venue='binance')", env)
+    run_flow("flows.replay:flow", env)
     recovery = tmp_path / "recovery"
     init_recovery(recovery)
     args = ("-r", str(recovery), "-s", "1", "-b", "0")
-    expected = _offline(envelopes(HFTBACKTEST, venue="binance"))
+    expected: dict[tuple[str, str], list[bytes]] = {}
+    for capture_file in sorted(captures.glob("*.gz")):
+        expected.update(_offline(envelopes(capture_file, venue="binance")))
+    assert len({key for key, _ in expected}) == 4
     total = sum(len(v) for v in expected.values())
 
     flow = start_flow("flows.normalize_cex:flow", env, tmp_path / "normalize-1.log", *args)
@@ -132,7 +147,7 @@ def test_kill_9_and_restart_loses_nothing(kafka: TansuBroker, tmp_path: Path) ->
         produced = _watermark_floor(kafka.bootstrap, "ticker")
     assert flow.running, "the flow finished before it could be killed; the input is too small"
     flow.kill()
-    assert produced < total
+    assert produced < total, (produced, total)
 
     run_flow("flows.normalize_cex:flow", env, *args)
     got = _consumed(env)
