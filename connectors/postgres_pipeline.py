@@ -1,16 +1,20 @@
-"""One database write in flight on a thread of its own, while the flow's thread prepares the next.
+"""Database writes on a writer thread of their own, while the flow's thread prepares the next batches.
 
 The client-side work of a batch (records to rows, one row per key, the binary COPY encoding) and the database's
-work on the previous batch take about as long each, so doing them one after the other leaves one of the two
-cores idle. `WriteBehind` runs each write on a writer thread and returns at once; the next `submit` (or `wait`)
-first waits for it. At most one write is in flight, so writes land in the order they were submitted, and a
-failing write raises in the flow's thread at the next `submit` or `wait`, before anything after it is written.
+work on another take about as long each, so doing them one after the other leaves one of the two cores idle.
+`WriteBehind` queues each write for one long-lived writer thread and returns at once. Up to `DEPTH` writes are
+in flight, so the writer goes from one batch straight to the next one already prepared, and a batch that is
+slow to prepare (book snapshots) or to write evens out against its neighbours. The writes land in the order they
+were submitted. A failing write raises in the flow's thread at the next `submit` or `wait`, and the writes queued
+after it are skipped, not written.
 """
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Generic, TypeVar
@@ -18,9 +22,16 @@ from typing import Generic, TypeVar
 from connectors.kafka import SourceRecord
 from operators.table_rows import Row, RowEncoder
 
-__all__ = ["ROWS_PER_OFFER", "WriteBehind", "rows_offering_gil"]
+__all__ = ["DEPTH", "ROWS_PER_OFFER", "WriteBehind", "rows_offering_gil"]
 
 T = TypeVar("T")
+
+#: Writes in flight at most: the one being written and the next one, ready.
+DEPTH = 2
+#: Queued after the caller has heard of a failed write: the writes queued after this one are written again.
+_RESUME = "resume"
+#: Queued to let the writer thread end.
+_STOP = "stop"
 
 #: Records turned into rows between two offers of the GIL to the writer thread (see `rows_offering_gil`).
 ROWS_PER_OFFER = 100
@@ -49,31 +60,70 @@ def rows_offering_gil(
 
 
 class WriteBehind(Generic[T]):
-    """Runs ``write`` jobs one at a time on a background thread; each job's ``settle`` runs in the caller."""
+    """Runs ``write`` jobs in order on one background thread, at most ``depth`` at a time; each job's
+    ``settle`` runs in the caller, in the same order."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, depth: int = DEPTH) -> None:
         self._name = name
-        self._in_flight: tuple[Future[T], Callable[[T], None]] | None = None
+        self._depth = depth
+        self._jobs: queue.SimpleQueue[tuple[Future[T], Callable[[], T]] | str] = queue.SimpleQueue()
+        self._pending: deque[tuple[Future[T], Callable[[T], None]]] = deque()
+        self._thread: threading.Thread | None = None
 
     def submit(self, write: Callable[[], T], settle: Callable[[T], None]) -> None:
-        """Wait for the write in flight (settling it), then start ``write``; ``settle`` gets its result later."""
-        self.wait()
+        """Queue ``write`` behind the writes in flight, first settling those done and, while ``depth`` are in
+        flight, waiting for the oldest; ``settle`` gets its result later."""
+        pending = self._pending
+        while pending and (len(pending) >= self._depth or pending[0][0].done()):
+            self._settle_oldest()
+        if self._thread is None:
+            # A daemon thread: a process told to stop while the database is away (the write retrying) still
+            # exits, and the server rolls back the unfinished transaction.
+            self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+            self._thread.start()
         future: Future[T] = Future()
-
-        def run() -> None:
-            try:
-                future.set_result(write())
-            except BaseException as exc:  # handed to the thread that waits on the future, which raises it
-                future.set_exception(exc)
-
-        # A daemon thread: a process told to stop while the database is away (the write retrying) still exits,
-        # and the server rolls back the unfinished transaction. One thread per write costs about 0.1 ms.
-        threading.Thread(target=run, name=self._name, daemon=True).start()
-        self._in_flight = (future, settle)
+        self._jobs.put((future, write))
+        pending.append((future, settle))
 
     def wait(self) -> None:
-        """Wait for the write in flight, if any, and settle it; its error, if it failed, rises here."""
-        if self._in_flight is None:
-            return
-        (future, settle), self._in_flight = self._in_flight, None
-        settle(future.result())
+        """Wait for every write in flight and settle each; the first error rises here."""
+        while self._pending:
+            self._settle_oldest()
+
+    def close(self) -> None:
+        """Wait for the writes in flight, then let the thread end."""
+        try:
+            self.wait()
+        finally:
+            if self._thread is not None:
+                self._jobs.put(_STOP)
+                self._thread = None
+
+    def _settle_oldest(self) -> None:
+        future, settle = self._pending.popleft()
+        try:
+            result = future.result()
+        except BaseException:
+            self._pending.clear()  # the writes queued after it are skipped, not written
+            self._jobs.put(_RESUME)  # the caller knows now: later writes go ahead
+            raise
+        settle(result)
+
+    def _run(self) -> None:
+        failed = False
+        while True:
+            job = self._jobs.get()
+            if isinstance(job, str):
+                if job == _STOP:
+                    return
+                failed = False  # _RESUME
+                continue
+            future, write = job
+            if failed:  # nothing after a failed write may land before the flow has heard of the failure
+                future.set_exception(RuntimeError("skipped: an earlier write failed"))
+                continue
+            try:
+                future.set_result(write())
+            except BaseException as exc:  # handed to the thread that settles the future, which raises it
+                failed = True
+                future.set_exception(exc)

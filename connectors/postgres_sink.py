@@ -6,10 +6,10 @@ for each name, so every record is written by the worker that read it, and one in
 one partition) are written in order.
 
 Write-behind: ``write_batch`` turns the records into rows, hands each batch of rows to the worker's writer
-thread and returns while the last batch is still being written; the next batch is prepared meanwhile
+thread and returns while the last batches are still being written; the next batch is prepared meanwhile
 (`connectors.postgres_pipeline`). Bytewax calls ``snapshot`` on every partition written in an epoch when the
 epoch closes, before the epoch (and the Kafka offsets it read) can be committed; ``snapshot`` waits until the
-batch in flight has landed and the dead letters are acknowledged by Kafka. So a crash re-delivers at most the
+batches in flight have landed and the dead letters are acknowledged by Kafka. So a crash re-delivers at most the
 records after the last committed epoch, and the tables' keys make those re-inserts no-ops: exactly-once rows
 with ``-r/-s/-b``. While the database is away the batch is held and retried with backoff
 (`connectors.postgres_retry`), and the flow waits at its next batch; a row the database rejects goes to
@@ -25,6 +25,7 @@ from typing import Any
 
 from bytewax.outputs import StatefulSinkPartition
 from prometheus_client import Counter
+from sqlalchemy.pool import PoolProxiedConnection
 
 from connectors.input_aligned import InputAlignedSink, SharedPerWorker
 from connectors.kafka import DeadLetterProducer, SourceRecord
@@ -102,6 +103,7 @@ class _WorkerLoader:
         self._batch_size = config.postgres_batch_size
         self._backoff = Backoff(config.postgres_retry_min_s, config.postgres_retry_max_s)
         self._pipeline: WriteBehind[Loaded] = WriteBehind("postgres-writer")
+        self._connection: PoolProxiedConnection | None = None  # the writer thread's, between batches
 
     def _writer(self, topic: str) -> TableWriter:
         writer = self._writers.get(topic)
@@ -113,7 +115,7 @@ class _WorkerLoader:
         return writer
 
     def load(self, topic: str, records: list[SourceRecord]) -> None:
-        """Hand ``records`` to the database in batches of at most the batch size, the last one left in flight."""
+        """Hand ``records`` to the database in batches of at most the batch size, the last ones left in flight."""
         writer = self._writer(topic)
         rows, refused = rows_offering_gil(writer.encoder, records)
         if refused:
@@ -137,7 +139,11 @@ class _WorkerLoader:
             self._dead_letters.flush()
 
     def dispose(self) -> None:
-        """The worker's last partition closed: let go of the database connections."""
+        """The worker's last partition closed: end the writer thread, let go of the database connections."""
+        self._pipeline.close()
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
         self._engine.dispose()
 
     def _write(self, writer: TableWriter, batch: Sequence[Row] | Batch, rows: int) -> Loaded:
@@ -146,16 +152,17 @@ class _WorkerLoader:
         return retry_transient(partial(self._load, writer, batch), self._backoff, holding, self._flow)
 
     def _load(self, writer: TableWriter, batch: Sequence[Row] | Batch) -> Loaded:
-        connection = self._engine.raw_connection()
+        """One attempt, on the writer thread's connection: kept from batch to batch (checking it out of the pool
+        for each batch would cost a ping), given up after a transient error, so the retry connects afresh."""
+        if self._connection is None:
+            self._connection = self._engine.raw_connection()
         try:
-            loaded = load(connection.dbapi_connection, writer, batch)
+            return load(self._connection.dbapi_connection, writer, batch)
         except Exception as exc:
             if failure_kind(exc) == "transient":
-                connection.invalidate()  # never hand this connection out again
+                self._connection.invalidate()  # never hand this connection out again
+                self._connection = None
             raise
-        finally:
-            connection.close()
-        return loaded
 
     def _settle(self, writer: TableWriter, rows: int, loaded: Loaded) -> None:
         table = writer.encoder.table.name

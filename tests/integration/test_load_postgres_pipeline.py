@@ -104,8 +104,9 @@ def test_write_batch_returns_with_its_last_batch_in_flight_and_the_snapshot_wait
     assert recorder.batches == [(200, 0), (200, 200), (200, 400)]
     assert _stored_offsets(config) == list(range(400))
 
-    threading.Timer(0.3, recorder.release.set).start()
-    part.write_batch(calls[1])  # waits for the held batch before handing over its own
+    part.write_batch(calls[1])  # queued behind the held batch: returns while that one is still being written
+    assert len(recorder.batches) == 3 and not recorder.release.is_set()
+    recorder.release.set()
     part.snapshot()
     assert recorder.batches[-1] == (100, 600)
     assert recorder.most_at_once == 1
@@ -119,7 +120,12 @@ def test_a_failing_batch_stops_the_load_after_the_batches_before_it_landed(
     recorder = _Recorder(fail_at=2)
     part = _partition(config, monkeypatch, recorder)
     with pytest.raises(RuntimeError, match="disk is on fire"):
-        part.write_batch(records[: 3 * BATCH_ROWS])
+        part.write_batch(records[: 3 * BATCH_ROWS])  # raises here, or at the epoch's close at the latest
+        part.snapshot()
     assert len(recorder.batches) == 2, "nothing after the failing batch was handed to the database"
     assert _stored_offsets(config) == list(range(BATCH_ROWS))
+
+    part.write_batch(records[3 * BATCH_ROWS : 4 * BATCH_ROWS])  # once the flow has heard, writes go on
+    part.snapshot()
+    assert _stored_offsets(config) == [*range(BATCH_ROWS), *range(3 * BATCH_ROWS, 4 * BATCH_ROWS)]
     part.close()
