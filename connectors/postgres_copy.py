@@ -95,8 +95,9 @@ def _bytea(value: bytes) -> bytes:
     return _LENGTH.pack(len(value)) + bytes(value)
 
 
-def _uuid(value: str) -> bytes:
-    data = bytes.fromhex(value.replace("-", ""))
+def _uuid(value: bytes | str) -> bytes:
+    """A UUID from its 16 bytes (a content hash) or its text (hex digits, hyphens allowed)."""
+    data = value if isinstance(value, bytes) else bytes.fromhex(value.replace("-", ""))
     if len(data) != 16:
         raise ValueError(f"{value!r} is not a UUID")
     return _UUID_LENGTH + data

@@ -1,10 +1,10 @@
 """Standardized records -> rows of their Postgres table (`schemas.sql`), in the table's column order.
 
 Row values are the record's own values (microseconds for timestamps, decimal strings for 256-bit integers, lists
-for arrays, bytes for BYTEA), then the content hash and the Kafka coordinates. The COPY path encodes them in the
-binary format (`connectors.postgres_copy`); `RowEncoder.parameters` renders timestamps and floats as exact text
-for the VALUES path, so both paths store identical rows. A record that cannot become a row (a timestamp outside
-years 1..9999) is returned with the reason instead, for the dead-letter topic.
+for arrays, bytes for BYTEA), then the content hash (16 bytes) and the Kafka coordinates. The COPY path encodes
+them in the binary format (`connectors.postgres_copy`); `RowEncoder.parameters` renders timestamps, floats and the
+content hash as exact text for the VALUES path, so both paths store identical rows. A record that cannot become a
+row (a timestamp outside years 1..9999) is returned with the reason instead, for the dead-letter topic.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
+from operator import itemgetter
 from typing import Any, NamedTuple
 
 import orjson
@@ -42,15 +43,20 @@ class Row(NamedTuple):
     values: tuple[Any, ...]
 
 
-def content_hash(record: dict[str, Any]) -> str:
-    """BLAKE2b-128 of the record's non-null fields, as 32 hex digits (a Postgres UUID).
+_BLAKE2B_128 = hashlib.blake2b(digest_size=16)
+
+
+def content_hash(record: dict[str, Any]) -> bytes:
+    """BLAKE2b-128 of the record's non-null fields as JSON (orjson, fields in record order): the 16 bytes of
+    its Postgres UUID.
 
     Null fields are left out so that a schema adding an optional field does not change the identity of records
     written before it.
     """
     present = {name: value for name, value in record.items() if value is not None}
-    digest = hashlib.blake2b(orjson.dumps(present, default=_bytes_as_hex), digest_size=16)
-    return digest.hexdigest()
+    digest = _BLAKE2B_128.copy()  # cheaper than a new object with its parameters
+    digest.update(orjson.dumps(present, default=_bytes_as_hex))
+    return digest.digest()
 
 
 def _bytes_as_hex(value: Any) -> str:
@@ -95,7 +101,13 @@ def _float_array(value: list[float]) -> str:
     return "{" + text + "}"
 
 
+def _uuid_text(value: bytes | str) -> str:
+    return value.hex() if isinstance(value, bytes) else value
+
+
 def _text_renderer(column_type: sa.types.TypeEngine[Any]) -> Callable[[Any], str] | None:
+    if isinstance(column_type, pg.UUID):
+        return _uuid_text
     if isinstance(column_type, pg.ARRAY):
         return _float_array if isinstance(column_type.item_type, (pg.DOUBLE_PRECISION, pg.REAL)) else None
     return _float if isinstance(column_type, (pg.DOUBLE_PRECISION, pg.REAL)) else None
@@ -110,6 +122,8 @@ class RowEncoder:
         self.table = table
         self.columns: tuple[str, ...] = tuple(column.name for column in table.columns)
         self._fields = tuple(field["name"] for field in load_schema(schema_name)["fields"])
+        # One C call for the record's values in field order (a schema has more than one field, so a tuple).
+        self._values_of = itemgetter(*self._fields)
         self._timestamp_positions = tuple(
             i for i, name in enumerate(self._fields) if isinstance(table.c[name].type, sa.DateTime)
         )
@@ -136,16 +150,17 @@ class RowEncoder:
     def row(self, record: SourceRecord) -> Row:
         """The row of one record; raises RowError when a value has no Postgres representation."""
         value = record.value
-        out: list[Any] = list(map(value.get, self._fields))
+        try:
+            values: tuple[Any, ...] = self._values_of(value)
+        except KeyError:  # a field the record lacks is a NULL, for the database to judge
+            values = tuple(map(value.get, self._fields))
         for i in self._timestamp_positions:
-            micros = out[i]
+            micros = values[i]
             if micros is not None and not _FIRST_MICROS <= micros <= _LAST_MICROS:
                 raise RowError(f"{self._fields[i]} = {micros} µs is outside the representable time range")
         if self._by_content:
-            out.append(content_hash(value))
-        out.append(record.partition)
-        out.append(record.offset)
-        return Row(record, tuple(out))
+            return Row(record, (*values, content_hash(value), record.partition, record.offset))
+        return Row(record, (*values, record.partition, record.offset))
 
     def rows(self, records: Iterable[SourceRecord]) -> tuple[list[Row], list[tuple[SourceRecord, str]]]:
         """Rows of ``records``, and the records without a row with the reason."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -143,6 +144,13 @@ def test_content_hash_tells_records_apart_exactly_when_their_content_differs() -
     # A field a newer schema adds, absent (null) in this record, does not change the record's identity.
     assert content_hash({**first, "new_optional_field": None}) == content_hash(first)
     assert content_hash({**first, "bid_size": [*first["bid_size"], 0.0]}) != content_hash(first)
+
+
+def test_content_hash_is_blake2b_128_of_the_non_null_fields_as_json_as_rows_already_stored_hold_it() -> None:
+    for topic in ("ticker", "lob"):
+        for record in [r.value for r in _records("BINANCE", topic)][:200]:
+            present = orjson.dumps({name: value for name, value in record.items() if value is not None})
+            assert content_hash(record) == hashlib.blake2b(present, digest_size=16).digest()
 
 
 def test_latest_per_key_keeps_the_newest_state_of_every_candle_in_input_order() -> None:
