@@ -24,7 +24,6 @@ import sys
 from array import array
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from itertools import chain, repeat
 from typing import Any
 
 import sqlalchemy as sa
@@ -48,7 +47,7 @@ _NUMERIC_NEGATIVE = 0x4000
 _UUID_LENGTH = _LENGTH.pack(16)
 _FLOAT8_OID = 701
 #: Arrays of doubles up to this length take the ``struct`` path (faster for them, measured); longer ones the slices.
-_SHORT_ARRAY = 64
+_SHORT_ARRAY = 256
 _FLOAT8_ELEMENT = _LENGTH.pack(8) + bytes(8)
 
 
@@ -116,9 +115,9 @@ def _numeric(value: str | int) -> bytes:
 
 
 def _float8_array() -> Callable[[Sequence[float]], bytes]:
-    """Arrays of doubles: short ones in one ``struct`` call (a format per length, cached); long ones (book
-    snapshots) as one big-endian ``array`` whose 8-byte items are spliced between the length prefixes by slice
-    assignment, which costs the same few C calls for any length."""
+    """Arrays of doubles: short ones in one ``struct`` call (a format per length, cached) whose arguments, each
+    element's length then its value, are laid out by one list slice assignment; long ones (book snapshots) as one
+    big-endian ``array`` whose 8-byte items are spliced between the length prefixes by slice assignment."""
     formats: dict[int, struct.Struct] = {}
     empty = _EMPTY_ARRAY.pack(12, 0, 0, _FLOAT8_OID)
 
@@ -131,7 +130,9 @@ def _float8_array() -> Callable[[Sequence[float]], bytes]:
         form = formats.get(count)
         if form is None:
             form = formats[count] = struct.Struct(f">iiiiii{'id' * count}")
-        return form.pack(form.size - 4, 1, 0, _FLOAT8_OID, count, 1, *chain.from_iterable(zip(repeat(8), values)))
+        fields = [8, 0.0] * count
+        fields[1::2] = values
+        return form.pack(form.size - 4, 1, 0, _FLOAT8_OID, count, 1, *fields)
 
     return encode
 

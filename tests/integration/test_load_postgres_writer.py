@@ -124,7 +124,7 @@ def test_awkward_values_round_trip_exactly_through_both_write_paths(
     books = [{**book, "bid_price": odd, "bid_size": odd[::-1], "ask_price": [], "ask_size": [], "reason": "a\tb"}]
     # A book snapshot's long arrays take another encoding path than short ones: both lengths, specials inside.
     deep = [odd[i % len(odd)] * (1 + i) for i in range(1000)]
-    books.append({**book, "bid_price": deep, "bid_size": deep[::-1], "ask_price": deep[:65], "ask_size": deep[:64]})
+    books.append({**book, "bid_price": deep, "bid_size": deep[::-1], "ask_price": deep[:257], "ask_size": deep[:256]})
     logs = [
         {
             "chain": "ethereum",
