@@ -23,17 +23,13 @@ from connectors.kafka import SourceRecord
 from schemas import load_schema
 from schemas.sql import CONTENT_HASH, KAFKA_OFFSET, KAFKA_PARTITION, TABLE_KEYS
 
-__all__ = ["Row", "RowEncoder", "RowError", "content_hash"]
+__all__ = ["Row", "RowEncoder", "content_hash"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 #: Timestamps a row may hold: years 1..9999, what a Python datetime (the VALUES path's text) can spell.
 _FIRST_MICROS = (datetime(1, 1, 1, tzinfo=UTC) - _EPOCH) // timedelta(microseconds=1)
 _LAST_MICROS = (datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC) - _EPOCH) // timedelta(microseconds=1)
 _FLOAT_SPECIALS = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
-
-
-class RowError(ValueError):
-    """A record that has no row (the reason says which field and why)."""
 
 
 class Row(NamedTuple):
@@ -113,6 +109,10 @@ def _text_renderer(column_type: sa.types.TypeEngine[Any]) -> Callable[[Any], str
     return _float if isinstance(column_type, (pg.DOUBLE_PRECISION, pg.REAL)) else None
 
 
+#: ``Row(source, values)`` without the Python-level ``__new__`` a NamedTuple has.
+_new_row = tuple.__new__
+
+
 class RowEncoder:
     """Turns `SourceRecord` values of one topic into rows of its table, and rows into VALUES parameters."""
 
@@ -147,30 +147,32 @@ class RowEncoder:
         """Whether a row with a stored key replaces the stored row (latest state wins)."""
         return bool(self._latest_positions)
 
-    def row(self, record: SourceRecord) -> Row:
-        """The row of one record; raises RowError when a value has no Postgres representation."""
-        value = record.value
-        try:
-            values: tuple[Any, ...] = self._values_of(value)
-        except KeyError:  # a field the record lacks is a NULL, for the database to judge
-            values = tuple(map(value.get, self._fields))
-        for i in self._timestamp_positions:
-            micros = values[i]
-            if micros is not None and not _FIRST_MICROS <= micros <= _LAST_MICROS:
-                raise RowError(f"{self._fields[i]} = {micros} µs is outside the representable time range")
-        if self._by_content:
-            return Row(record, (*values, content_hash(value), record.partition, record.offset))
-        return Row(record, (*values, record.partition, record.offset))
-
     def rows(self, records: Iterable[SourceRecord]) -> tuple[list[Row], list[tuple[SourceRecord, str]]]:
-        """Rows of ``records``, and the records without a row with the reason."""
+        """Rows of ``records``, and the records without a row with the reason (a value Postgres cannot hold).
+
+        The loader's hot loop, one pass with the lookups hoisted out of it.
+        """
         rows: list[Row] = []
         failed: list[tuple[SourceRecord, str]] = []
+        values_of, stamps, by_content = self._values_of, self._timestamp_positions, self._by_content
         for record in records:
+            value = record.value
             try:
-                rows.append(self.row(record))
-            except RowError as exc:
-                failed.append((record, str(exc)))
+                values: tuple[Any, ...] = values_of(value)
+            except KeyError:  # a field the record lacks is a NULL, for the database to judge
+                values = tuple(map(value.get, self._fields))
+            for i in stamps:
+                micros = values[i]
+                if micros is not None and not _FIRST_MICROS <= micros <= _LAST_MICROS:
+                    reason = f"{self._fields[i]} = {micros} µs is outside the representable time range"
+                    failed.append((record, reason))
+                    break
+            else:
+                if by_content:
+                    values = (*values, content_hash(value), record.partition, record.offset)
+                else:
+                    values = (*values, record.partition, record.offset)
+                rows.append(_new_row(Row, (record, values)))
         return rows, failed
 
     def key_of(self, row: Row) -> tuple[Any, ...]:
