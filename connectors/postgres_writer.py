@@ -150,6 +150,7 @@ class TableWriter:
         rows, payload = batch
         if payload is not None and self.direct and self._copy_direct(connection, payload):
             return len(rows)
+        connection.autocommit = False  # the statements below make one transaction
         try:
             with connection.cursor() as cursor:
                 if payload is not None:
@@ -172,19 +173,19 @@ class TableWriter:
         return written
 
     def _copy_direct(self, connection: Any, payload: bytes) -> bool:
-        """COPY the batch into the table and commit; False (rolled back) when one of its keys is already there."""
+        """COPY the batch into the table, committed; False (nothing written) when one of its keys is there already.
+
+        One round trip: in autocommit mode the statement timeout and the COPY go as one query string, which the
+        server runs as one implicit transaction, committed when the COPY ends and rolled back if it fails.
+        """
+        connection.autocommit = True
         try:
             with connection.cursor() as cursor:
                 # One read of the whole payload (psycopg2 reads 8 KB at a time by default): 3-5% faster.
                 cursor.copy_expert(self.copy_table_sql, io.BytesIO(payload), len(payload))
-            connection.commit()
         except psycopg2.errors.UniqueViolation:
-            _rollback_quietly(connection)
             self.direct = False
             return False
-        except BaseException:
-            _rollback_quietly(connection)
-            raise
         return True
 
 
