@@ -111,7 +111,11 @@ def test_write_batch_returns_with_its_last_batch_in_flight_and_the_snapshot_wait
     assert recorder.batches[-1] == (100, 600)
     assert recorder.most_at_once == 1
     assert _stored_offsets(config) == list(range(700))
-    part.close()
+    part.close()  # the worker's last partition: its writer thread ends
+    for thread in threading.enumerate():
+        if thread.name == "postgres-writer":
+            thread.join(10)
+            assert not thread.is_alive()
 
 
 def test_a_failing_batch_stops_the_load_after_the_batches_before_it_landed(
