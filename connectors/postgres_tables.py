@@ -44,10 +44,11 @@ def loader_topics(config: PostgresLoaderSettings) -> list[str]:
 
 
 def create_engine(config: PostgresLoaderSettings) -> sa.Engine:
-    """A pooled engine: one connection per worker, kept between batches and checked before each use.
+    """A pooled engine: one connection per worker, which the loader keeps from batch to batch and gives up
+    after a transient error.
 
-    pool_pre_ping replaces connections to a restarted server; TCP keepalives make a vanished server (not only a
-    refused connection) an error within about a minute.
+    pool_pre_ping checks a connection when it is taken from the pool, replacing those to a restarted server; TCP
+    keepalives make a vanished server (not only a refused connection) an error within about a minute.
     """
     return sa.create_engine(
         config.engine_url(),
