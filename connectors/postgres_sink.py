@@ -140,11 +140,13 @@ class _WorkerLoader:
 
     def dispose(self) -> None:
         """The worker's last partition closed: end the writer thread, let go of the database connections."""
-        self._pipeline.close()
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
-        self._engine.dispose()
+        try:
+            self._pipeline.close()
+        finally:
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None
+            self._engine.dispose()
 
     def _write(self, writer: TableWriter, batch: Sequence[Row] | Batch, rows: int) -> Loaded:
         """One batch of ``rows`` rows into its table (on the writer thread), held while the database is away."""
