@@ -94,12 +94,11 @@ def _bytea(value: bytes) -> bytes:
     return _LENGTH.pack(len(value)) + bytes(value)
 
 
-def _uuid(value: bytes | str) -> bytes:
-    """A UUID from its 16 bytes (a content hash) or its text (hex digits, hyphens allowed)."""
-    data = value if isinstance(value, bytes) else bytes.fromhex(value.replace("-", ""))
-    if len(data) != 16:
-        raise ValueError(f"{value!r} is not a UUID")
-    return _UUID_LENGTH + data
+def _uuid(value: bytes) -> bytes:
+    """A UUID from its 16 bytes (the rows' content hash)."""
+    if not isinstance(value, bytes) or len(value) != 16:
+        raise ValueError(f"{value!r} is not the 16 bytes of a UUID")
+    return _UUID_LENGTH + value
 
 
 def _numeric(value: str | int) -> bytes:

@@ -60,21 +60,20 @@ def rows_offering_gil(
 
 
 class WriteBehind(Generic[T]):
-    """Runs ``write`` jobs in order on one background thread, at most ``depth`` at a time; each job's
-    ``settle`` runs in the caller, in the same order."""
+    """Runs ``write`` jobs in order on one background thread, at most `DEPTH` at a time; each job's ``settle``
+    runs in the caller, in the same order."""
 
-    def __init__(self, name: str, depth: int = DEPTH) -> None:
+    def __init__(self, name: str) -> None:
         self._name = name
-        self._depth = depth
         self._jobs: queue.SimpleQueue[tuple[Future[T], Callable[[], T]] | str] = queue.SimpleQueue()
         self._pending: deque[tuple[Future[T], Callable[[T], None]]] = deque()
         self._thread: threading.Thread | None = None
 
     def submit(self, write: Callable[[], T], settle: Callable[[T], None]) -> None:
-        """Queue ``write`` behind the writes in flight, first settling those done and, while ``depth`` are in
+        """Queue ``write`` behind the writes in flight, first settling those done and, while `DEPTH` are in
         flight, waiting for the oldest; ``settle`` gets its result later."""
         pending = self._pending
-        while pending and (len(pending) >= self._depth or pending[0][0].done()):
+        while pending and (len(pending) >= DEPTH or pending[0][0].done()):
             self._settle_oldest()
         if self._thread is None:
             # A daemon thread: a process told to stop while the database is away (the write retrying) still

@@ -97,8 +97,8 @@ def _float_array(value: list[float]) -> str:
     return "{" + text + "}"
 
 
-def _uuid_text(value: bytes | str) -> str:
-    return value.hex() if isinstance(value, bytes) else value
+def _uuid_text(value: bytes) -> str:
+    return value.hex()
 
 
 def _text_renderer(column_type: sa.types.TypeEngine[Any]) -> Callable[[Any], str] | None:
